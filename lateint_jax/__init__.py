@@ -1,0 +1,3 @@
+"""lateint-jax: late-interaction retrieval in JAX/Flax."""
+
+__version__ = "0.1.0"
