@@ -19,5 +19,7 @@ DATA_DIR = Path(os.environ.get("LATEINT_DATA", REPO_ROOT.parent / "shared" / "da
 def scifact_dir() -> Path:
     path = DATA_DIR / "scifact"
     if not (path / "corpus.jsonl").exists():
-        pytest.skip(f"SciFact not found at {path} (set LATEINT_DATA to the folder holding scifact/)")
+        pytest.skip(
+            f"SciFact not found at {path} (set LATEINT_DATA to the folder holding scifact/)"
+        )
     return path

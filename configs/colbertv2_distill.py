@@ -1,0 +1,35 @@
+"""ColBERTv2-style distillation of a ColBERT student (from all-MiniLM-L6-v2 + a 128-d projection)
+with KL against cross-encoder scores over n-way tuples: step 3 of docs/TRAINING.md.
+
+    python train.py --config configs/colbertv2_distill.py \
+        train_tuples=runs/scifact/teacher_train.jsonl beir_folder=../shared/data/scifact
+
+The same student without distillation: add `loss=nway_ce output_dir=runs/scifact/student_ce`.
+For the tiny CPU variant see configs/tiny_cpu.py (same task and loss, random 2-layer model).
+"""
+
+from lateint_jax.training.config import TrainConfig
+
+
+def get_config() -> TrainConfig:
+    return TrainConfig(
+        task="colbert",
+        model=None,  # the packaged all-MiniLM-L6-v2 (a hub name or a local dir works too)
+        loss="distill",
+        teacher_temperature=1.0,
+        distill_alpha=1.0,
+        nway=8,
+        query_maxlen=32,
+        doc_maxlen=160,
+        dim=128,
+        train_tuples="runs/scifact/teacher_train.jsonl",
+        beir_folder="../shared/data/scifact",
+        batch_size=8,
+        num_steps=150,
+        learning_rate=2e-5,
+        warmup_steps=15,
+        checkpoint_every=50,
+        log_every=10,
+        export_layouts=("pylate", "stanford"),
+        output_dir="runs/scifact/student_kl",
+    )

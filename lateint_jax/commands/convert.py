@@ -1,0 +1,74 @@
+"""`lateint convert SRC DST --to hf|stanford|pylate|sentence-transformers|cross-encoder`.
+
+SRC is any layout `lateint_jax.convert.load` reads (local dir or hub name); DST is written
+atomically. `--kind` picks the model SRC is read as; by default it follows `--to`
+(stanford/pylate: colbert, sentence-transformers: biencoder, cross-encoder: cross-encoder,
+hf: the BERT backbone alone).
+"""
+
+from __future__ import annotations
+
+TARGETS = ("hf", "stanford", "pylate", "sentence-transformers", "cross-encoder")
+KIND_OF_TARGET = {
+    "stanford": "colbert",
+    "pylate": "colbert",
+    "sentence-transformers": "biencoder",
+    "cross-encoder": "cross-encoder",
+}
+
+
+def configure(parser) -> None:
+    parser.add_argument("src", help="checkpoint dir or hub name ('default' = packaged MiniLM)")
+    parser.add_argument("dst", help="directory to write")
+    parser.add_argument("--to", choices=TARGETS, required=True, help="layout to write")
+    parser.add_argument(
+        "--kind",
+        choices=["colbert", "biencoder", "cross-encoder"],
+        default=None,
+        help="read SRC as this model (default: follows --to)",
+    )
+    parser.add_argument("--dim", type=int, default=None, help="ColBERT dim for a new projection")
+    parser.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+
+
+def run(args) -> int:
+    from lateint_jax.errors import InputError
+
+    kind = args.kind or KIND_OF_TARGET.get(args.to)
+    if args.to in KIND_OF_TARGET and kind != KIND_OF_TARGET[args.to]:
+        raise InputError(f"--to {args.to} writes a {KIND_OF_TARGET[args.to]}, not a {kind}")
+    if args.to == "hf" and kind is None:
+        from lateint_jax.convert.export import export_hf
+        from lateint_jax.convert.load import load_checkpoint
+        from lateint_jax.encoders import _load_tokenizer
+
+        ckpt = load_checkpoint(args.src)
+        export_hf(ckpt.bert, ckpt.bert_config, _load_tokenizer(ckpt), args.dst, args.overwrite)
+    elif kind == "colbert":
+        from lateint_jax.encoders import ColBERT
+
+        extra = {"dim": args.dim} if args.dim else {}
+        model = ColBERT.from_pretrained(args.src, **extra)
+        _save(model, args, layout=args.to)
+    elif kind == "biencoder":
+        from lateint_jax.encoders import BiEncoder
+
+        _save(BiEncoder.from_pretrained(args.src), args)
+    else:
+        from lateint_jax.encoders import CrossEncoder
+
+        _save(CrossEncoder.from_pretrained(args.src), args)
+    print(f"wrote {args.to} checkpoint to {args.dst}")
+    return 0
+
+
+def _save(model, args, layout=None) -> None:
+    if args.to == "hf":
+        from lateint_jax.convert.export import export_hf
+
+        bert = model.params.get("bert", model.params)
+        export_hf(bert, model.bert_config, model.tokenizer, args.dst, args.overwrite)
+    elif layout is not None:
+        model.save_pretrained(args.dst, layout=layout, overwrite=args.overwrite)
+    else:
+        model.save_pretrained(args.dst, overwrite=args.overwrite)

@@ -1,0 +1,95 @@
+"""`lateint index CORPUS INDEX_DIR --model M`: encode a corpus and build an index.
+
+CORPUS is a BEIR folder, a BEIR corpus.jsonl, or a text file with one passage per line.
+--kind colbert (default) builds the compressed PLAID index; --kind biencoder a single-vector one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lateint_jax.errors import InputError
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "corpus", help="BEIR folder, corpus.jsonl, or text file (one passage per line)"
+    )
+    parser.add_argument(
+        "index_dir", help="folder to create (refused if it exists, see --overwrite)"
+    )
+    parser.add_argument(
+        "--model", default="default", help="hub name or local folder (default: the packaged MiniLM)"
+    )
+    parser.add_argument("--kind", choices=("colbert", "biencoder"), default="colbert")
+    parser.add_argument("--nbits", type=int, default=2, help="bits per dimension: 1, 2 or 4")
+    parser.add_argument(
+        "--num-centroids", type=int, default=None, help="default: colbert-ai's rule"
+    )
+    parser.add_argument("--doc-maxlen", type=int, default=None, help="tokens per passage (ColBERT)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0, help="k-means and sampling seed")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing index")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _check_args(args) -> None:
+    if Path(args.index_dir).exists() and not args.overwrite:
+        raise InputError(f"{args.index_dir} already exists (add --overwrite to replace it)")
+    if args.kind == "colbert" and args.nbits not in (1, 2, 4):
+        raise InputError(f"--nbits must be 1, 2 or 4, got {args.nbits}")
+    if args.batch_size <= 0:
+        raise InputError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.num_centroids is not None and args.num_centroids <= 0:
+        raise InputError(f"--num-centroids must be positive, got {args.num_centroids}")
+    if args.doc_maxlen is not None and args.doc_maxlen < 3:
+        raise InputError(f"--doc-maxlen must be at least 3, got {args.doc_maxlen}")
+
+
+def run(args) -> int:
+    from lateint_jax.data.beir import load_corpus
+    from lateint_jax.encoders import BiEncoder, ColBERT
+    from lateint_jax.index.build import build_dense_index, build_index
+    from lateint_jax.index.storage import index_size_bytes, model_meta
+
+    _check_args(args)
+    corpus = load_corpus(args.corpus)
+    model_name = None if args.model == "default" else args.model
+    progress = not args.quiet
+    if args.kind == "biencoder":
+        encoder = BiEncoder.from_pretrained(model_name)
+        vectors = encoder.encode(corpus.texts, batch_size=args.batch_size, progress=progress)
+        build_dense_index(
+            vectors,
+            corpus.ids,
+            args.index_dir,
+            model_meta=model_meta(encoder, "dense"),
+            overwrite=args.overwrite,
+        )
+        summary = f"{len(corpus)} documents, {vectors.shape[1]}-d vectors"
+    else:
+        overrides = {} if args.doc_maxlen is None else {"doc_maxlen": args.doc_maxlen}
+        encoder = ColBERT.from_pretrained(model_name, **overrides)
+        embeddings = encoder.encode_documents(
+            corpus.texts, batch_size=args.batch_size, progress=progress
+        )
+        arrays = build_index(
+            embeddings,
+            corpus.ids,
+            args.index_dir,
+            nbits=args.nbits,
+            num_centroids=args.num_centroids,
+            seed=args.seed,
+            model_meta=model_meta(encoder, "colbert"),
+            overwrite=args.overwrite,
+            progress=progress,
+        )
+        total = sum(index_size_bytes(args.index_dir).values())
+        summary = (
+            f"{arrays.num_docs} documents, {arrays.num_embeddings} token vectors, "
+            f"{arrays.num_centroids} centroids, {total / arrays.num_embeddings:.1f} bytes/vector"
+        )
+    print(f"indexed {summary} into {args.index_dir}", file=sys.stderr)
+    return 0

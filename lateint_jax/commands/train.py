@@ -1,0 +1,36 @@
+"""`lateint train --config configs/<name>.py [key=value ...]` (same as `python train.py`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def configure(parser) -> None:
+    parser.add_argument("--config", required=True, help="a configs/*.py file defining get_config()")
+    parser.add_argument("overrides", nargs="*", help="config overrides, key=value")
+
+
+def run(args) -> int:
+    from lateint_jax.training.config import apply_overrides, load_config
+    from lateint_jax.training.loop import run as train
+
+    config = apply_overrides(load_config(args.config), args.overrides)
+    summary = train(config)
+    if summary["exported"]:
+        print("models: " + " ".join(summary["exported"]))
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of train.py: bad input prints one line, as the lateint CLI does."""
+    from lateint_jax.errors import UserError
+
+    parser = argparse.ArgumentParser(prog="train.py", description=__doc__.split("\n")[0])
+    configure(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except UserError as err:
+        print(f"train.py: error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,202 @@
+"""Reading every supported checkpoint layout into one description: BERT params plus heads.
+
+Layouts (detected in this order):
+- sentence-transformers (`modules.json`): Transformer at the root or in `0_Transformer`, then
+  Pooling / Normalize (a bi-encoder) or a `Dense` with `linear.weight` (a PyLate ColBERT).
+- Stanford ColBERT: Hugging Face weights under `bert.`/`roberta.` plus `linear.weight` [D, H],
+  with `artifact.metadata` holding the ColBERT settings.
+- Hugging Face `*ForSequenceClassification` (a cross-encoder head).
+- Plain Hugging Face `BertModel` / `RobertaModel` / `XLMRobertaModel`.
+Every tensor in the files must be used; a leftover or missing one is a CheckpointError.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+from lateint_jax.convert.files import read_json, resolve_model_dir
+from lateint_jax.convert.hf_bert import (
+    check_all_used,
+    find_prefix,
+    read_state_dict,
+    take_bert_params,
+)
+from lateint_jax.errors import CheckpointError
+from lateint_jax.models.bert import BertConfig
+
+ST_TRANSFORMER = "sentence_transformers.models.Transformer"
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint directory holds, in our param layout."""
+
+    model_dir: Path
+    layout: str  # "hf", "sentence-transformers", "pylate", "stanford", "cross-encoder"
+    bert_config: BertConfig
+    bert: dict  # BERT params
+    transformer_dir: Path  # where config.json and the tokenizer live
+    hf_config: dict = field(default_factory=dict)  # the full config.json (kept for export)
+    linear: dict | None = None  # ColBERT projection {"kernel": [H, D]}
+    colbert: dict = field(default_factory=dict)  # ColBERT settings found in the files
+    head: dict | None = None  # cross-encoder head
+    normalize: bool = False  # sentence-transformers Normalize module present
+    max_seq_length: int | None = None
+
+
+def load_checkpoint(name_or_path) -> Checkpoint:
+    """Reads any supported layout from a local dir, a hub name, or None (the packaged default)."""
+    model_dir = resolve_model_dir(name_or_path)
+    if (model_dir / "modules.json").exists():
+        return _load_sentence_transformers(model_dir)
+    return _load_hf(model_dir, model_dir, layout=None)
+
+
+def _load_hf(model_dir: Path, transformer_dir: Path, layout: str | None) -> Checkpoint:
+    hf_config = read_json(transformer_dir / "config.json")
+    bert_config = BertConfig.from_hf(hf_config)
+    state = read_state_dict(transformer_dir)
+    used: set[str] = set()
+    prefix = find_prefix(state)
+    bert = take_bert_params(state, bert_config, prefix, used)
+    ckpt = Checkpoint(model_dir, layout or "hf", bert_config, bert, transformer_dir, hf_config)
+    if "linear.weight" in state:
+        ckpt.layout = "stanford"
+        ckpt.linear = {"kernel": _projection(state["linear.weight"], bert_config, "linear.weight")}
+        used.add("linear.weight")
+        metadata = read_json(model_dir / "artifact.metadata", default={})
+        ckpt.colbert = _colbert_settings_from_stanford(metadata)
+    elif any(a.endswith("ForSequenceClassification") for a in hf_config.get("architectures") or []):
+        ckpt.layout = "cross-encoder"
+        ckpt.head = _take_head(state, bert_config, hf_config, used)
+        if bert_config.model_type == "bert" and "pooler" not in bert:
+            raise CheckpointError(
+                f"{transformer_dir}: a BERT cross-encoder needs bert.pooler.dense.*"
+            )
+    check_all_used(state, used, str(transformer_dir))
+    return ckpt
+
+
+def _load_sentence_transformers(model_dir: Path) -> Checkpoint:
+    modules = read_json(model_dir / "modules.json")
+    if not isinstance(modules, list) or not modules:
+        raise CheckpointError(f"{model_dir / 'modules.json'} does not list any module")
+    kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in modules]
+    first = modules[0]
+    if kinds[0] != "Transformer":
+        raise CheckpointError(
+            f"the first module in {model_dir} is {first.get('type')}, not a Transformer"
+        )
+    transformer_dir = model_dir / first.get("path", "")
+    ckpt = _load_hf(model_dir, transformer_dir, layout="sentence-transformers")
+    st_config = read_json(transformer_dir / "sentence_bert_config.json", default={})
+    ckpt.max_seq_length = st_config.get("max_seq_length")
+    for module, kind in zip(modules[1:], kinds[1:], strict=True):
+        path = model_dir / module.get("path", "")
+        if kind == "Pooling":
+            pooling = read_json(path / "config.json", default={"pooling_mode_mean_tokens": True})
+            if not pooling.get("pooling_mode_mean_tokens") or any(
+                v
+                for k, v in pooling.items()
+                if k.startswith("pooling_mode_") and "mean_tokens" not in k
+            ):
+                raise CheckpointError(
+                    f"{path} asks for pooling other than mean; only mean is supported"
+                )
+        elif kind == "Normalize":
+            ckpt.normalize = True
+        elif kind == "Dense":
+            ckpt.layout = "pylate"
+            ckpt.linear = {"kernel": _read_dense(path, ckpt.bert_config)}
+            ckpt.colbert = _colbert_settings_from_pylate(
+                read_json(model_dir / "config_sentence_transformers.json", default={})
+            )
+        else:
+            raise CheckpointError(f"unsupported sentence-transformers module {module.get('type')}")
+    return ckpt
+
+
+def _projection(weight: np.ndarray, config: BertConfig, name: str) -> jnp.ndarray:
+    weight = np.asarray(weight)
+    if weight.ndim != 2 or weight.shape[1] != config.hidden_size:
+        raise CheckpointError(
+            f"tensor {name} has shape {tuple(weight.shape)} but the config expects "
+            f"(dim, {config.hidden_size})"
+        )
+    return jnp.asarray(weight.T, jnp.float32)
+
+
+def _read_dense(path: Path, config: BertConfig) -> jnp.ndarray:
+    dense_config = read_json(path / "config.json", default={})
+    if dense_config.get("bias"):
+        raise CheckpointError(f"{path}: a Dense layer with a bias is not a ColBERT projection")
+    act = dense_config.get("activation_function", "torch.nn.modules.linear.Identity")
+    if not act.endswith("Identity"):
+        raise CheckpointError(f"{path}: Dense activation {act} is not supported (Identity only)")
+    state = read_state_dict(path)
+    if "linear.weight" not in state:
+        raise CheckpointError(f"{path} lacks tensor linear.weight")
+    check_all_used(state, {"linear.weight"}, str(path))
+    return _projection(state["linear.weight"], config, f"{path.name}/linear.weight")
+
+
+def _take_head(state, config: BertConfig, hf_config: dict, used: set[str]) -> dict:
+    num_labels = hf_config.get("num_labels") or len(hf_config.get("id2label") or {0: 0})
+    if num_labels != 1:
+        raise CheckpointError(
+            f"the cross-encoder has {num_labels} labels; only 1 logit is supported"
+        )
+    names = (
+        {"classifier": "classifier"}
+        if config.model_type == "bert"
+        else {"dense": "classifier.dense", "out_proj": "classifier.out_proj"}
+    )
+    head = {}
+    H = config.hidden_size
+    for ours, theirs in names.items():
+        out_features = H if ours == "dense" else 1
+        for suffix, key in (("weight", "kernel"), ("bias", "bias")):
+            name = f"{theirs}.{suffix}"
+            if name not in state:
+                raise CheckpointError(f"checkpoint lacks tensor {name}")
+            want = (out_features, H) if suffix == "weight" else (out_features,)
+            if tuple(state[name].shape) != want:
+                raise CheckpointError(
+                    f"tensor {name} has shape {tuple(state[name].shape)} but the config expects {want}"
+                )
+            value = state[name].T if suffix == "weight" else state[name]
+            head.setdefault(ours, {})[key] = jnp.asarray(value, jnp.float32)
+            used.add(name)
+    return head
+
+
+def _colbert_settings_from_stanford(metadata: dict) -> dict:
+    keys = ("query_maxlen", "doc_maxlen", "dim", "attend_to_mask_tokens", "mask_punctuation")
+    out = {k: metadata[k] for k in keys if k in metadata}
+    # colbert-ai keeps the marker *strings* in query_token_id/doc_token_id ("[unused0]").
+    if "query_token_id" in metadata:
+        out["query_token"] = metadata["query_token_id"]
+    if "doc_token_id" in metadata:
+        out["doc_token"] = metadata["doc_token_id"]
+    return out
+
+
+def _colbert_settings_from_pylate(st_config: dict) -> dict:
+    out = {}
+    pairs = {
+        "query_length": "query_maxlen",
+        "document_length": "doc_maxlen",
+        "attend_to_expansion_tokens": "attend_to_mask_tokens",
+        "query_prefix": "query_token",
+        "document_prefix": "doc_token",
+    }
+    for theirs, ours in pairs.items():
+        if st_config.get(theirs) is not None:
+            out[ours] = st_config[theirs]
+    if "skiplist_words" in st_config:
+        out["mask_punctuation"] = bool(st_config["skiplist_words"])
+    return out

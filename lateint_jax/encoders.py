@@ -1,0 +1,439 @@
+"""User-facing encoders: ColBERT (token vectors), BiEncoder (one vector), CrossEncoder (pair logit).
+
+Each loads any supported checkpoint with `from_pretrained(name_or_path)` (None or "default" is
+the packaged all-MiniLM-L6-v2), tokenises with the checkpoint's own tokenizer, and runs a jitted
+pure function of (params, inputs). Inputs are padded to fixed buckets (lengths 32/64/128/256/512
+capped at the model's maximum; batch sizes powers of two up to batch_size), so a corpus compiles
+a handful of shapes. Einsum letters: B batch, Q query tokens, T document tokens, H hidden, D dim.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lateint_jax.convert.load import Checkpoint, load_checkpoint
+from lateint_jax.data.tokenize import TextTokenizer, check_texts, pad_rows, punctuation_ids
+from lateint_jax.errors import CheckpointError, InputError
+from lateint_jax.models.bert import BertConfig
+from lateint_jax.models.bi_encoder import bi_encoder_forward
+from lateint_jax.models.colbert import ColBERTConfig, colbert_forward, init_projection
+from lateint_jax.models.cross_encoder import cross_encoder_forward
+
+logger = logging.getLogger(__name__)
+
+_colbert_jit = jax.jit(colbert_forward, static_argnums=(1,), static_argnames=("compute_dtype",))
+_bi_jit = jax.jit(
+    bi_encoder_forward, static_argnums=(1,), static_argnames=("normalize", "compute_dtype")
+)
+_cross_jit = jax.jit(cross_encoder_forward, static_argnums=(1,), static_argnames=("compute_dtype",))
+
+
+def _load_tokenizer(ckpt: Checkpoint) -> TextTokenizer:
+    from transformers import AutoTokenizer
+
+    try:
+        hf = AutoTokenizer.from_pretrained(str(ckpt.transformer_dir))
+    except Exception as err:  # transformers raises OSError/ValueError/... for missing files
+        raise CheckpointError(
+            f"cannot load the tokenizer in {ckpt.transformer_dir}: {err}"
+        ) from err
+    if not getattr(hf, "is_fast", False):
+        raise CheckpointError(f"{ckpt.transformer_dir} has no fast tokenizer (tokenizer.json)")
+    return TextTokenizer(hf)
+
+
+def _model_max_length(config: BertConfig) -> int:
+    return config.max_position_embeddings - config.position_offset
+
+
+def _batch_bucket(n: int, batch_size: int) -> int:
+    """The smallest power of two >= n, capped at batch_size."""
+    return min(batch_size, 1 << max(0, (n - 1).bit_length()))
+
+
+def _run_batches(
+    fn,
+    encoded: dict[str, np.ndarray],
+    order: np.ndarray,
+    batch_size: int,
+    progress: bool,
+    desc: str,
+):
+    """Runs fn(batch dict) over rows in `order`, padding each batch to a bucketed size.
+
+    Yields (row indices, numpy outputs) with one batch of lag so the device keeps working
+    while the host copies the previous result.
+    """
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    pending = None
+    bar = tqdm(total=len(order), desc=desc, disable=not progress, unit="text")
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        size = _batch_bucket(len(rows), batch_size)
+        batch = {}
+        for key, value in encoded.items():
+            part = value[rows]
+            if size > len(rows):
+                pad = np.zeros((size - len(rows), *part.shape[1:]), part.dtype)
+                part = np.concatenate([part, pad])
+            batch[key] = part
+        out = fn(batch)
+        if pending is not None:
+            yield pending[0], np.asarray(pending[1])[: len(pending[0])]
+            bar.update(len(pending[0]))
+        pending = (rows, out)
+    if pending is not None:
+        yield pending[0], np.asarray(pending[1])[: len(pending[0])]
+        bar.update(len(pending[0]))
+    bar.close()
+
+
+def _length_groups(lengths: np.ndarray, buckets, max_length: int) -> list[tuple[int, np.ndarray]]:
+    """Rows grouped by length bucket, each sorted by length: [(bucket, row indices)]."""
+    from lateint_jax.data.tokenize import bucket_length
+
+    order = np.argsort(lengths, kind="stable")
+    groups: dict[int, list[int]] = {}
+    for i in order:
+        groups.setdefault(bucket_length(int(lengths[i]), max_length), []).append(int(i))
+    return [(b, np.array(rows)) for b, rows in sorted(groups.items())]
+
+
+class ColBERT:
+    """A ColBERT encoder (colbert-ai semantics: markers, [MASK] query augmentation, skiplist)."""
+
+    def __init__(
+        self,
+        params: dict,
+        bert_config: BertConfig,
+        config: ColBERTConfig,
+        tokenizer,
+        model_name: str = "",
+        compute_dtype=jnp.float32,
+    ):
+        self.params, self.bert_config, self.config = params, bert_config, config
+        self.tokenizer: TextTokenizer = tokenizer
+        self.model_name, self.compute_dtype = model_name, compute_dtype
+        self.query_marker_id = self._marker_id(config.query_token)
+        self.doc_marker_id = self._marker_id(config.doc_token)
+        self.skiplist = (
+            punctuation_ids(tokenizer) if config.mask_punctuation else np.zeros(0, np.int32)
+        )
+        if tokenizer.mask_id is None:
+            raise CheckpointError("the tokenizer has no mask token, needed for query augmentation")
+        limit = _model_max_length(bert_config)
+        if config.query_maxlen > limit or config.doc_maxlen > limit:
+            raise InputError(f"query_maxlen/doc_maxlen must be <= {limit} for this model")
+
+    def _marker_id(self, token: str) -> int:
+        idx = self.tokenizer.token_id(token.strip())
+        if idx is None:
+            # colbert-ai's fallback: convert_tokens_to_ids of an unknown marker is the unk id.
+            logger.warning("marker %r is not in the vocabulary; using the unknown token", token)
+            idx = self.tokenizer.unk_id
+        return int(idx)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path=None,
+        config: ColBERTConfig | None = None,
+        compute_dtype=jnp.float32,
+        **overrides,
+    ) -> ColBERT:
+        """Loads a Stanford / PyLate ColBERT, or any BERT-family model with a new projection.
+
+        A checkpoint without a ColBERT head gets `init_projection` (orthogonal, seed 0) to `dim`.
+        Settings: the checkpoint's, then `config`, then keyword overrides (e.g. doc_maxlen=300).
+        """
+        ckpt = load_checkpoint(name_or_path)
+        values = {**ckpt.colbert, **(config.to_dict() if config else {}), **overrides}
+        colbert_config = ColBERTConfig.from_dict(values)
+        if ckpt.linear is not None:
+            linear = ckpt.linear
+            if linear["kernel"].shape[1] != colbert_config.dim:
+                colbert_config = ColBERTConfig.from_dict(
+                    {**values, "dim": linear["kernel"].shape[1]}
+                )
+        else:
+            linear = init_projection(ckpt.bert_config.hidden_size, colbert_config.dim, seed=0)
+        params = {"bert": ckpt.bert, "linear": linear}
+        return cls(
+            params,
+            ckpt.bert_config,
+            colbert_config,
+            _load_tokenizer(ckpt),
+            str(name_or_path or "default"),
+            compute_dtype,
+        )
+
+    def save_pretrained(self, path, layout: str = "stanford", overwrite: bool = False) -> None:
+        """Writes a Stanford (`layout="stanford"`) or PyLate (`"pylate"`) checkpoint atomically."""
+        from lateint_jax.convert.export import export_colbert
+
+        export_colbert(self, path, layout=layout, overwrite=overwrite)
+
+    # -- tokenisation
+    def tokenize_queries(self, texts) -> dict[str, np.ndarray]:
+        """[CLS] [Q] text [SEP] [MASK]...: input_ids, attention_mask int32 [B, query_maxlen].
+
+        [MASK] padding is attended only when attend_to_mask_tokens; its vectors always count.
+        """
+        texts = check_texts(texts, "queries")
+        tok, L = self.tokenizer, self.config.query_maxlen
+        # colbert-ai tokenises ". " + text and overwrites the "." with the marker.
+        raw = tok.raw_ids([". " + t for t in texts])
+        rows = [[tok.cls_id, self.query_marker_id, *ids[1 : L - 2], tok.sep_id] for ids in raw]
+        from lateint_jax.data.tokenize import warn_truncated
+
+        warn_truncated(sum(len(ids) + 2 > L for ids in raw), len(rows), L, "queries")
+        out = pad_rows(rows, tok.mask_id, L)
+        if self.config.attend_to_mask_tokens:
+            out["attention_mask"] = np.ones_like(out["attention_mask"])
+        return out
+
+    def tokenize_documents(self, texts, length: int | None = None) -> dict[str, np.ndarray]:
+        """[CLS] [D] text [SEP] truncated at doc_maxlen, padded to `length` (default: a bucket).
+
+        input_ids, attention_mask, token_mask int32 [B, T]; token_mask = attended and not skiplist.
+        """
+        texts = check_texts(texts, "documents")
+        tok, L = self.tokenizer, self.config.doc_maxlen
+        raw = tok.raw_ids([". " + t for t in texts])
+        rows = [[tok.cls_id, self.doc_marker_id, *ids[1 : L - 2], tok.sep_id] for ids in raw]
+        from lateint_jax.data.tokenize import bucket_length, warn_truncated
+
+        warn_truncated(sum(len(ids) + 2 > L for ids in raw), len(rows), L, "documents")
+        if length is None:
+            length = bucket_length(max((len(r) for r in rows), default=1), L)
+        out = pad_rows(rows, tok.pad_id, length)
+        out["token_mask"] = self._token_mask(out)
+        return out
+
+    def _token_mask(self, encoded) -> np.ndarray:
+        keep = encoded["attention_mask"].astype(bool) & ~np.isin(
+            encoded["input_ids"], self.skiplist
+        )
+        return keep.astype(np.int32)
+
+    # -- encoding
+    def apply(self, params, input_ids, attention_mask) -> jax.Array:
+        """Pure: normalised token vectors [B, T, D] float32."""
+        return colbert_forward(
+            params, self.bert_config, input_ids, attention_mask, self.compute_dtype
+        )
+
+    def _forward(self, batch):
+        return _colbert_jit(
+            self.params,
+            self.bert_config,
+            batch["input_ids"],
+            batch["attention_mask"],
+            compute_dtype=self.compute_dtype,
+        )
+
+    def encode_queries(self, texts, batch_size: int = 64) -> np.ndarray:
+        """[B, query_maxlen, D] float32; every position counts in MaxSim."""
+        encoded = self.tokenize_queries(texts)
+        out = np.zeros(
+            (len(encoded["input_ids"]), self.config.query_maxlen, self.config.dim), np.float32
+        )
+        order = np.arange(len(out))
+        for rows, vectors in _run_batches(
+            self._forward, encoded, order, batch_size, False, "queries"
+        ):
+            out[rows] = vectors
+        return out
+
+    def encode_documents(
+        self, texts, batch_size: int = 64, progress: bool = False
+    ) -> list[np.ndarray]:
+        """One [T_i, D] float32 array per document, padding and skiplist tokens removed."""
+        encoded = self.tokenize_documents(texts, length=self.config.doc_maxlen)
+        lengths = encoded["attention_mask"].sum(1)
+        out: list = [None] * len(lengths)
+        for bucket, rows in _length_groups(lengths, _LEN_BUCKETS, self.config.doc_maxlen):
+            part = {
+                "input_ids": encoded["input_ids"][:, :bucket],
+                "attention_mask": encoded["attention_mask"][:, :bucket],
+            }
+            for idx, vectors in _run_batches(
+                self._forward, part, rows, batch_size, progress, "documents"
+            ):
+                for i, v in zip(idx, vectors, strict=True):
+                    out[i] = v[:bucket][encoded["token_mask"][i, :bucket].astype(bool)]
+        return out
+
+
+_LEN_BUCKETS = (32, 64, 128, 256, 512)
+
+
+class BiEncoder:
+    """A Sentence-BERT encoder: mean pooling over the attention mask, optional normalisation."""
+
+    def __init__(
+        self,
+        params: dict,
+        bert_config: BertConfig,
+        tokenizer,
+        normalize: bool = True,
+        max_length: int = 256,
+        model_name: str = "",
+        compute_dtype=jnp.float32,
+    ):
+        self.params, self.bert_config, self.tokenizer = params, bert_config, tokenizer
+        self.normalize, self.model_name, self.compute_dtype = normalize, model_name, compute_dtype
+        limit = _model_max_length(bert_config)
+        if not 2 < max_length <= limit:
+            raise InputError(f"max_length must be in 3..{limit} for this model, got {max_length}")
+        self.max_length = max_length
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path=None,
+        max_length: int | None = None,
+        normalize: bool | None = None,
+        compute_dtype=jnp.float32,
+    ) -> BiEncoder:
+        """max_length: sentence_bert_config.json's max_seq_length, else the model's limit."""
+        ckpt = load_checkpoint(name_or_path)
+        limit = _model_max_length(ckpt.bert_config)
+        length = max_length or min(ckpt.max_seq_length or limit, limit)
+        norm = ckpt.normalize if normalize is None else normalize
+        return cls(
+            ckpt.bert,
+            ckpt.bert_config,
+            _load_tokenizer(ckpt),
+            norm,
+            length,
+            str(name_or_path or "default"),
+            compute_dtype,
+        )
+
+    def save_pretrained(self, path, overwrite: bool = False) -> None:
+        """Writes a sentence-transformers checkpoint (Transformer, Pooling, Normalize)."""
+        from lateint_jax.convert.export import export_bi_encoder
+
+        export_bi_encoder(self, path, overwrite=overwrite)
+
+    def tokenize(self, texts) -> dict[str, np.ndarray]:
+        """[CLS] text [SEP] truncated at max_length: input_ids, attention_mask int32 [B, T]."""
+        return self.tokenizer.frame_single(check_texts(texts), self.max_length)
+
+    def apply(self, params, input_ids, attention_mask) -> jax.Array:
+        """Pure: sentence embeddings [B, H] float32."""
+        return bi_encoder_forward(
+            params, self.bert_config, input_ids, attention_mask, self.normalize, self.compute_dtype
+        )
+
+    def _forward(self, batch):
+        return _bi_jit(
+            self.params,
+            self.bert_config,
+            batch["input_ids"],
+            batch["attention_mask"],
+            normalize=self.normalize,
+            compute_dtype=self.compute_dtype,
+        )
+
+    def encode(self, texts, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """[N, H] float32 embeddings, in input order."""
+        encoded = self.tokenizer.frame_single(check_texts(texts), self.max_length, self.max_length)
+        lengths = encoded["attention_mask"].sum(1)
+        out = np.zeros((len(lengths), self.bert_config.hidden_size), np.float32)
+        for bucket, rows in _length_groups(lengths, _LEN_BUCKETS, self.max_length):
+            part = {k: v[:, :bucket] for k, v in encoded.items()}
+            for idx, vectors in _run_batches(
+                self._forward, part, rows, batch_size, progress, "texts"
+            ):
+                out[idx] = vectors
+        return out
+
+
+class CrossEncoder:
+    """A cross-encoder: (query, passage) -> one relevance logit."""
+
+    def __init__(
+        self,
+        params: dict,
+        bert_config: BertConfig,
+        tokenizer,
+        max_length: int = 512,
+        model_name: str = "",
+        compute_dtype=jnp.float32,
+    ):
+        self.params, self.bert_config, self.tokenizer = params, bert_config, tokenizer
+        self.model_name, self.compute_dtype = model_name, compute_dtype
+        limit = _model_max_length(bert_config)
+        if not 4 < max_length <= limit:
+            raise InputError(f"max_length must be in 5..{limit} for this model, got {max_length}")
+        self.max_length = max_length
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path, max_length: int | None = None, compute_dtype=jnp.float32
+    ) -> CrossEncoder:
+        """Loads a `*ForSequenceClassification` checkpoint with one label."""
+        ckpt = load_checkpoint(name_or_path)
+        if ckpt.head is None:
+            raise CheckpointError(
+                f"{ckpt.model_dir} is not a cross-encoder (no *ForSequenceClassification head)"
+            )
+        limit = _model_max_length(ckpt.bert_config)
+        params = {"bert": ckpt.bert, "head": ckpt.head}
+        return cls(
+            params,
+            ckpt.bert_config,
+            _load_tokenizer(ckpt),
+            min(max_length or limit, limit),
+            str(name_or_path),
+            compute_dtype,
+        )
+
+    def save_pretrained(self, path, overwrite: bool = False) -> None:
+        """Writes a Hugging Face `*ForSequenceClassification` checkpoint."""
+        from lateint_jax.convert.export import export_cross_encoder
+
+        export_cross_encoder(self, path, overwrite=overwrite)
+
+    def tokenize_pairs(self, queries, passages) -> dict[str, np.ndarray]:
+        """input_ids, attention_mask, token_type_ids int32 [B, T] (longest-first truncation)."""
+        queries, passages = check_texts(queries, "queries"), check_texts(passages, "passages")
+        if len(queries) != len(passages):
+            raise InputError(f"{len(queries)} queries but {len(passages)} passages")
+        return self.tokenizer.frame_pairs(queries, passages, self.max_length)
+
+    def apply(self, params, input_ids, attention_mask, token_type_ids) -> jax.Array:
+        """Pure: logits [B] float32."""
+        return cross_encoder_forward(
+            params, self.bert_config, input_ids, attention_mask, token_type_ids, self.compute_dtype
+        )
+
+    def _forward(self, batch):
+        return _cross_jit(
+            self.params,
+            self.bert_config,
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["token_type_ids"],
+            compute_dtype=self.compute_dtype,
+        )
+
+    def score(self, queries, passages, batch_size: int = 32) -> np.ndarray:
+        """[N] float32 logits, in input order."""
+        encoded = self.tokenize_pairs(queries, passages)
+        lengths = encoded["attention_mask"].sum(1)
+        out = np.zeros(len(lengths), np.float32)
+        for bucket, rows in _length_groups(lengths, _LEN_BUCKETS, self.max_length):
+            part = {k: v[:, :bucket] for k, v in encoded.items()}
+            for idx, logits in _run_batches(self._forward, part, rows, batch_size, False, "pairs"):
+                out[idx] = logits
+        return out

@@ -1,0 +1,55 @@
+"""Retrieval metrics via pytrec_eval (trec_eval's own code): nDCG@10, MRR@10, Recall@100.
+
+MRR@10 is trec_eval's `recip_rank` on the run cut to each query's 10 best documents. Scores are
+averaged over every judged query that has at least one relevant document; a query the run does
+not answer counts as 0 (BEIR instead averages over the answered queries only; with a complete
+run the two agree).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytrec_eval
+
+from lateint_jax.errors import InputError
+
+METRIC_KEYS = ("ndcg@10", "mrr@10", "recall@100")
+
+
+def _top(docs: dict[str, float], k: int) -> dict[str, float]:
+    ranked = sorted(docs.items(), key=lambda item: (-item[1], item[0]))
+    return dict(ranked[:k])
+
+
+def evaluate_run(
+    run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]
+) -> dict[str, float]:
+    """run {query id: {doc id: score}}, qrels {query id: {doc id: relevance}}
+    -> {"ndcg@10", "mrr@10", "recall@100"} means over the judged queries."""
+    judged = [q for q, docs in qrels.items() if any(rel > 0 for rel in docs.values())]
+    if not judged:
+        raise InputError("qrels hold no query with a relevant document")
+    qrels = {q: {d: int(r) for d, r in qrels[q].items()} for q in judged}
+    run = {
+        str(q): {str(d): float(s) for d, s in docs.items()}
+        for q, docs in run.items()
+        if q in qrels and docs
+    }
+    full = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}).evaluate(run)
+    cut = {q: _top(docs, 10) for q, docs in run.items()}
+    rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(cut)
+    per_query = {
+        "ndcg@10": [full.get(q, {}).get("ndcg_cut_10", 0.0) for q in judged],
+        "mrr@10": [rr.get(q, {}).get("recip_rank", 0.0) for q in judged],
+        "recall@100": [full.get(q, {}).get("recall_100", 0.0) for q in judged],
+    }
+    return {key: float(np.mean(values)) for key, values in per_query.items()}
+
+
+def results_to_run(
+    query_ids: list[str], results: list[list[tuple[str, float]]]
+) -> dict[str, dict[str, float]]:
+    """Search output (one [(doc id, score), ...] list per query) -> a pytrec_eval run."""
+    if len(query_ids) != len(results):
+        raise InputError(f"{len(query_ids)} query ids but {len(results)} result lists")
+    return {q: {d: float(s) for d, s in hits} for q, hits in zip(query_ids, results)}

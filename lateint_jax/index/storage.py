@@ -1,0 +1,381 @@
+"""Index folders on disk: atomic writes, per-file sha256 checksums, versioned metadata and
+memory-mappable `.npy` arrays. The format is described in docs/INDEX_FORMAT.md.
+
+Writing builds the whole folder aside (`INDEX_DIR.tmp-XXXX`), fsyncs every file and the folder,
+then renames it into place. Replacing an existing index swaps the two folders with one atomic
+`renameat2(RENAME_EXCHANGE)` where Linux offers it (else: old aside, new in, old deleted), so a
+crash at any point leaves either the previous or the new index readable, never a mix.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from lateint_jax.codec import codes_io
+from lateint_jax.errors import IndexFormatError, InputError
+from lateint_jax.index.layout import DenseArrays, IndexArrays, build_ivf
+
+FORMAT_VERSION = 1
+METADATA_FILE = "metadata.json"
+IDS_FILE = "doc_ids.json"
+
+
+class _HashingWriter:
+    """A write-only file wrapper that hashes and counts the bytes going through it."""
+
+    def __init__(self, handle):
+        self.handle, self.sha256, self.size = handle, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        self.sha256.update(view)
+        self.size += view.nbytes
+        return self.handle.write(view)
+
+
+def _write_file(folder: Path, name: str, write) -> dict:
+    """Create folder/name, let write(handle) fill it, fsync; return its size and checksum."""
+    with open(folder / name, "wb") as raw:
+        writer = _HashingWriter(raw)
+        write(writer)
+        raw.flush()
+        os.fsync(raw.fileno())
+    return {"bytes": writer.size, "sha256": writer.sha256.hexdigest()}
+
+
+def _write_array(folder: Path, name: str, array: np.ndarray) -> dict:
+    array = np.ascontiguousarray(array)
+    entry = _write_file(
+        folder, name, lambda f: np.lib.format.write_array(f, array, allow_pickle=False)
+    )
+    return {**entry, "dtype": array.dtype.str, "shape": list(array.shape)}
+
+
+def _write_json(folder: Path, name: str, value) -> dict:
+    data = json.dumps(value, ensure_ascii=False).encode("utf-8")
+    return _write_file(folder, name, lambda f: f.write(data))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return result == 0
+
+
+def _check_target(index_dir: Path, overwrite: bool) -> None:
+    if index_dir.exists() and not overwrite:
+        raise InputError(
+            f"{index_dir} already exists (pass overwrite=True / --overwrite to replace it)"
+        )
+    if index_dir.exists() and not index_dir.is_dir():
+        raise InputError(f"{index_dir} exists and is not a folder")
+    index_dir.parent.mkdir(parents=True, exist_ok=True)
+
+
+def write_index_folder(index_dir, overwrite: bool, fill) -> None:
+    """Atomically create or replace index_dir: fill(tmp_folder) -> metadata dict (without
+    `files`) writes the arrays; the metadata file is written last with every file's checksum."""
+    index_dir = Path(index_dir)
+    _check_target(index_dir, overwrite)
+    tmp = Path(tempfile.mkdtemp(prefix=index_dir.name + ".tmp-", dir=index_dir.parent))
+    try:
+        metadata, files = fill(tmp)
+        metadata = {**metadata, "format_version": FORMAT_VERSION, "files": files}
+        _write_json(tmp, METADATA_FILE, metadata)
+        _fsync_dir(tmp)
+        if index_dir.exists():
+            if _exchange(tmp, index_dir):
+                _fsync_dir(index_dir.parent)
+                shutil.rmtree(tmp)  # now holds the previous index
+                return
+            old = Path(tempfile.mkdtemp(prefix=index_dir.name + ".old-", dir=index_dir.parent))
+            os.rmdir(old)
+            os.rename(index_dir, old)
+            os.rename(tmp, index_dir)
+            _fsync_dir(index_dir.parent)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, index_dir)
+            _fsync_dir(index_dir.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_index(arrays: IndexArrays, index_dir, overwrite: bool = False) -> None:
+    """Write a compressed index atomically (see module docstring). The inverted lists are not
+    stored: load_index rebuilds them from the codes."""
+    arrays.validate()
+
+    def fill(tmp: Path):
+        files = {}
+        files["centroids.npy"] = _write_array(
+            tmp, "centroids.npy", arrays.centroids.astype(np.float16)
+        )
+        files["bucket_cutoffs.npy"] = _write_array(tmp, "bucket_cutoffs.npy", arrays.bucket_cutoffs)
+        files["bucket_weights.npy"] = _write_array(tmp, "bucket_weights.npy", arrays.bucket_weights)
+        encoded = codes_io.encode_codes(arrays.codes, arrays.doc_offsets, arrays.num_centroids)
+        for name, array in encoded.arrays.items():
+            files[name] = _write_array(tmp, name, array)
+        files["residuals.npy"] = _write_array(tmp, "residuals.npy", arrays.residuals)
+        files["doclens.npy"] = _write_array(tmp, "doclens.npy", arrays.doc_lengths)
+        files["deleted.npy"] = _write_array(tmp, "deleted.npy", arrays.deleted.astype(bool))
+        files[IDS_FILE] = _write_json(tmp, IDS_FILE, list(arrays.doc_ids))
+        metadata = {
+            **arrays.metadata,
+            "kind": "colbert",
+            "dim": arrays.dim,
+            "nbits": arrays.nbits,
+            "num_docs": arrays.num_docs,
+            "num_deleted": int(arrays.deleted.sum()),
+            "num_embeddings": arrays.num_embeddings,
+            "num_centroids": arrays.num_centroids,
+            "codes_encoding": encoded.encoding,
+        }
+        return metadata, files
+
+    write_index_folder(index_dir, overwrite, fill)
+
+
+def save_dense_index(arrays: DenseArrays, index_dir, overwrite: bool = False) -> None:
+    """Write a single-vector (bi-encoder) index atomically: vectors.npy [N, H] float32."""
+
+    def fill(tmp: Path):
+        files = {
+            "vectors.npy": _write_array(tmp, "vectors.npy", arrays.vectors.astype(np.float32)),
+            "deleted.npy": _write_array(tmp, "deleted.npy", arrays.deleted.astype(bool)),
+            IDS_FILE: _write_json(tmp, IDS_FILE, list(arrays.doc_ids)),
+        }
+        metadata = {
+            **arrays.metadata,
+            "kind": "dense",
+            "dim": arrays.dim,
+            "num_docs": arrays.num_docs,
+            "num_deleted": int(arrays.deleted.sum()),
+        }
+        return metadata, files
+
+    write_index_folder(index_dir, overwrite, fill)
+
+
+def read_metadata(index_dir) -> dict:
+    """Parse and check INDEX_DIR/metadata.json (existence, JSON, format version)."""
+    index_dir = Path(index_dir)
+    if not index_dir.is_dir():
+        stale = (
+            sorted(index_dir.parent.glob(index_dir.name + ".old-*"))
+            if index_dir.parent.is_dir()
+            else []
+        )
+        hint = f" (an interrupted overwrite left the previous index at {stale[0]})" if stale else ""
+        raise IndexFormatError(f"index folder {index_dir} does not exist{hint}")
+    path = index_dir / METADATA_FILE
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IndexFormatError(f"{path} is missing: {index_dir} is not a lateint index") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise IndexFormatError(f"{path} is not valid JSON ({err})") from None
+    version = metadata.get("format_version") if isinstance(metadata, dict) else None
+    if version != FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{index_dir} has index format version {version!r}; this lateint-jax reads version "
+            f"{FORMAT_VERSION} (rebuild the index with `lateint index`)"
+        )
+    if not isinstance(metadata.get("files"), dict):
+        raise IndexFormatError(f"{path} lists no files")
+    return metadata
+
+
+def _verify_files(index_dir: Path, metadata: dict, verify_checksums: bool) -> None:
+    for name, entry in metadata["files"].items():
+        path = index_dir / name
+        if not path.is_file():
+            raise IndexFormatError(f"{path} is missing")
+        size = path.stat().st_size
+        if size != entry["bytes"]:
+            raise IndexFormatError(
+                f"{path} has {size} bytes, expected {entry['bytes']} (truncated or overwritten)"
+            )
+        if verify_checksums:
+            digest = hashlib.sha256()
+            with open(path, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 22), b""):
+                    digest.update(chunk)
+            if digest.hexdigest() != entry["sha256"]:
+                raise IndexFormatError(f"{path} fails its sha256 checksum (the file is corrupted)")
+
+
+def _load_array(index_dir: Path, name: str, metadata: dict, mmap: bool) -> np.ndarray:
+    path = index_dir / name
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise IndexFormatError(f"{path} is not a readable .npy array ({err})") from None
+    entry = metadata["files"][name]
+    if array.dtype.str != entry.get("dtype", array.dtype.str) or list(array.shape) != entry.get(
+        "shape", list(array.shape)
+    ):
+        raise IndexFormatError(
+            f"{path} holds {array.dtype}{list(array.shape)}, not what metadata says"
+        )
+    return array
+
+
+def _load_ids(index_dir: Path, num_docs: int) -> list[str]:
+    path = index_dir / IDS_FILE
+    try:
+        ids = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise IndexFormatError(f"{path} is not valid JSON ({err})") from None
+    if (
+        not isinstance(ids, list)
+        or len(ids) != num_docs
+        or not all(isinstance(i, str) for i in ids)
+    ):
+        raise IndexFormatError(f"{path} must be a list of {num_docs} string ids")
+    return ids
+
+
+def _open(index_dir, kind: str, verify_checksums: bool) -> tuple[Path, dict]:
+    index_dir = Path(index_dir)
+    metadata = read_metadata(index_dir)
+    if metadata.get("kind") != kind:
+        other = {"colbert": "load_index / Index", "dense": "load_dense_index / DenseIndex"}
+        raise IndexFormatError(
+            f"{index_dir} is a {metadata.get('kind')!r} index, not {kind!r}; open it with "
+            f"{other.get(metadata.get('kind'), 'the matching loader')}"
+        )
+    _verify_files(index_dir, metadata, verify_checksums)
+    return index_dir, metadata
+
+
+def load_index(index_dir, *, verify_checksums: bool = True, mmap: bool = True) -> IndexArrays:
+    """Read a compressed index. File sizes are always checked, sha256 checksums unless
+    verify_checksums=False; residuals stay memory-mapped when mmap=True. The inverted lists are
+    rebuilt from the codes. Raises IndexFormatError for anything missing or inconsistent."""
+    index_dir, metadata = _open(index_dir, "colbert", verify_checksums)
+    try:
+        nbits, num_docs = int(metadata["nbits"]), int(metadata["num_docs"])
+        encoding = metadata["codes_encoding"]
+    except (KeyError, TypeError, ValueError) as err:
+        raise IndexFormatError(f"{index_dir}/{METADATA_FILE} lacks a field ({err})") from None
+    load = lambda name, mm=False: _load_array(index_dir, name, metadata, mm)
+    doclens = load("doclens.npy")
+    doc_offsets = np.zeros(num_docs + 1, np.int64)
+    np.cumsum(doclens, out=doc_offsets[1:])
+    centroids = load("centroids.npy").astype(np.float32)
+    code_arrays = {name: load(name) for name in codes_io.file_names(encoding)}
+    codes = codes_io.decode_codes(encoding, code_arrays, doc_offsets, centroids.shape[0])
+    deleted = np.array(load("deleted.npy"), bool)
+    ivf_pids, ivf_offsets = build_ivf(codes, doc_offsets, centroids.shape[0], deleted)
+    arrays = IndexArrays(
+        centroids=centroids,
+        bucket_cutoffs=np.asarray(load("bucket_cutoffs.npy")),
+        bucket_weights=np.asarray(load("bucket_weights.npy")),
+        codes=codes,
+        residuals=load("residuals.npy", mmap),
+        doc_offsets=doc_offsets,
+        ivf_pids=ivf_pids,
+        ivf_offsets=ivf_offsets,
+        doc_ids=_load_ids(index_dir, num_docs),
+        deleted=deleted,
+        nbits=nbits,
+        metadata=metadata,
+    )
+    arrays.validate()
+    return arrays
+
+
+def load_dense_index(
+    index_dir, *, verify_checksums: bool = True, mmap: bool = False
+) -> DenseArrays:
+    """Read a single-vector (bi-encoder) index; same checks as load_index."""
+    index_dir, metadata = _open(index_dir, "dense", verify_checksums)
+    num_docs = int(metadata.get("num_docs", -1))
+    vectors = _load_array(index_dir, "vectors.npy", metadata, mmap)
+    deleted = np.array(_load_array(index_dir, "deleted.npy", metadata, False), bool)
+    if vectors.ndim != 2 or vectors.shape[0] != num_docs or deleted.shape != (num_docs,):
+        raise IndexFormatError(f"{index_dir}: vectors/deleted do not match num_docs={num_docs}")
+    return DenseArrays(vectors, _load_ids(index_dir, num_docs), deleted, metadata)
+
+
+def index_size_bytes(index_dir) -> dict[str, int]:
+    """Bytes of every file in an index folder, metadata included (for the byte budget)."""
+    return {p.name: p.stat().st_size for p in sorted(Path(index_dir).iterdir()) if p.is_file()}
+
+
+# -- the model an index was built with
+
+
+def model_key(name) -> str:
+    """A comparable name for a model: "default" for the packaged one, an absolute path for a
+    local folder, the hub name otherwise."""
+    if name in (None, "", "default"):
+        return "default"
+    path = Path(str(name)).expanduser()
+    return str(path.resolve()) if path.exists() else str(name)
+
+
+def model_meta(encoder, kind: str) -> dict:
+    """What the index records about its encoder (name and settings), for metadata["model"]."""
+    meta = {"name": model_key(encoder.model_name), "kind": kind}
+    if kind == "colbert":
+        meta["colbert_config"] = encoder.config.to_dict()
+    else:
+        meta["max_length"] = int(encoder.max_length)
+        meta["normalize"] = bool(encoder.normalize)
+    return meta
+
+
+def check_model(metadata: dict, requested) -> str:
+    """The index's model name; InputError when `requested` (None = no preference) differs."""
+    recorded = (metadata.get("model") or {}).get("name")
+    if recorded is None:
+        raise IndexFormatError("the index metadata does not record the model it was built with")
+    if requested is not None and model_key(requested) != recorded:
+        raise InputError(
+            f"the index was built with model {recorded!r}, not {model_key(requested)!r}: "
+            "queries must be encoded by the same model (leave out --model to use the index's)"
+        )
+    return recorded
+
+
+def encoder_for_index(metadata: dict, requested=None):
+    """Load the query encoder recorded in an index's metadata (ColBERT or BiEncoder) with the
+    settings it was built with; `requested` must name the same model when given."""
+    name = check_model(metadata, requested)
+    model = metadata["model"]
+    from lateint_jax.encoders import BiEncoder, ColBERT
+    from lateint_jax.models.colbert import ColBERTConfig
+
+    if metadata.get("kind") == "dense":
+        return BiEncoder.from_pretrained(
+            None if name == "default" else name,
+            max_length=model.get("max_length"),
+            normalize=model.get("normalize"),
+        )
+    config = ColBERTConfig.from_dict(model.get("colbert_config") or {})
+    return ColBERT.from_pretrained(None if name == "default" else name, config=config)

@@ -1,0 +1,103 @@
+"""Add documents to and delete documents from an index held in memory (IndexArrays).
+
+New documents are assigned to the existing centroids and coded with the existing bucket
+cutoffs (no retraining, as colbert-ai's IndexUpdater). Deletion marks tombstones in `deleted`
+and drops the documents from the inverted lists; their rows stay until `compact` (called by
+add_documents when a deleted id is added again) rewrites the arrays without them. Save the
+result with storage.save_index(arrays, index_dir, overwrite=True).
+
+Shapes: N documents, T_i tokens, M token vectors, D embedding dim, C centroids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from lateint_jax.errors import InputError
+from lateint_jax.index.build import check_doc_embeddings, check_doc_ids, compress_documents
+from lateint_jax.index.layout import IndexArrays, build_ivf
+
+
+def _with_rows(arrays: IndexArrays, codes, residuals, doc_offsets, doc_ids, deleted) -> IndexArrays:
+    ivf_pids, ivf_offsets = build_ivf(codes, doc_offsets, arrays.num_centroids, deleted)
+    return dataclasses.replace(
+        arrays,
+        codes=codes,
+        residuals=residuals,
+        doc_offsets=doc_offsets,
+        doc_ids=doc_ids,
+        deleted=deleted,
+        ivf_pids=ivf_pids,
+        ivf_offsets=ivf_offsets,
+        metadata=dict(arrays.metadata),
+    )
+
+
+def compact(arrays: IndexArrays) -> IndexArrays:
+    """Drop the rows of deleted documents for good (document numbers of the others shift)."""
+    if not arrays.deleted.any():
+        return arrays
+    keep_docs = ~arrays.deleted
+    lengths = arrays.doc_lengths
+    keep_rows = np.repeat(keep_docs, lengths)
+    doc_offsets = np.zeros(int(keep_docs.sum()) + 1, np.int64)
+    np.cumsum(lengths[keep_docs], out=doc_offsets[1:])
+    doc_ids = [i for i, keep in zip(arrays.doc_ids, keep_docs) if keep]
+    return _with_rows(
+        arrays,
+        arrays.codes[keep_rows],
+        np.asarray(arrays.residuals)[keep_rows],
+        doc_offsets,
+        doc_ids,
+        np.zeros(len(doc_ids), bool),
+    )
+
+
+def add_documents(
+    arrays: IndexArrays,
+    doc_embeddings: Sequence[np.ndarray],
+    doc_ids: Sequence[str],
+    *,
+    progress: bool = False,
+) -> IndexArrays:
+    """Append documents ([T_i, D] each) coded against the index's centroids and buckets.
+    Ids must be new among the live documents; re-adding a deleted id compacts first."""
+    if len(doc_embeddings) == 0:
+        raise InputError("no documents to add")
+    live = [i for i, gone in zip(arrays.doc_ids, arrays.deleted) if not gone]
+    ids = check_doc_ids(doc_ids, len(doc_embeddings), existing=live)
+    check_doc_embeddings(doc_embeddings, ids, dim=arrays.dim)
+    if arrays.deleted.any() and set(ids).intersection(arrays.doc_ids):
+        arrays = compact(arrays)
+    codes, residuals, offsets = compress_documents(
+        doc_embeddings, arrays.centroids, arrays.bucket_cutoffs, arrays.nbits, progress=progress
+    )
+    return _with_rows(
+        arrays,
+        np.concatenate([arrays.codes, codes]),
+        np.concatenate([np.asarray(arrays.residuals), residuals]),
+        np.concatenate([arrays.doc_offsets, arrays.doc_offsets[-1] + offsets[1:]]),
+        list(arrays.doc_ids) + ids,
+        np.concatenate([arrays.deleted, np.zeros(len(ids), bool)]),
+    )
+
+
+def delete_documents(arrays: IndexArrays, doc_ids: Sequence[str]) -> IndexArrays:
+    """Mark documents deleted by id; every id must name a live document."""
+    ids = list(doc_ids)
+    if not ids:
+        raise InputError("no document ids to delete")
+    position = {doc_id: n for n, doc_id in enumerate(arrays.doc_ids) if not arrays.deleted[n]}
+    missing = [i for i in ids if i not in position]
+    if missing:
+        raise InputError(f"ids not in the index: {', '.join(map(repr, missing[:5]))}")
+    if len(set(ids)) != len(ids):
+        raise InputError("duplicate ids in the delete request")
+    deleted = arrays.deleted.copy()
+    deleted[[position[i] for i in ids]] = True
+    return _with_rows(
+        arrays, arrays.codes, arrays.residuals, arrays.doc_offsets, list(arrays.doc_ids), deleted
+    )

@@ -1,0 +1,88 @@
+"""The ColBERT encoder: BERT -> linear projection (no bias) -> L2 normalisation, per token.
+
+params = {"bert": bert params, "linear": {"kernel": [H, D]}}.
+Einsum letters: B batch, T tokens, H hidden, D embedding dim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lateint_jax.errors import CheckpointError
+from lateint_jax.models.bert import BertConfig, bert_forward
+
+
+@dataclass(frozen=True)
+class ColBERTConfig:
+    """ColBERT's tokenisation and head settings (the colbert-ai defaults)."""
+
+    query_maxlen: int = 32
+    doc_maxlen: int = 180
+    dim: int = 128
+    attend_to_mask_tokens: bool = False
+    mask_punctuation: bool = True
+    query_token: str = "[unused0]"
+    doc_token: str = "[unused1]"
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ColBERTConfig:
+        """Keeps only the known keys (colbert-ai's artifact.metadata holds many more)."""
+        known = {f.name for f in fields(cls)}
+        config = cls(**{k: v for k, v in values.items() if k in known and v is not None})
+        if config.query_maxlen < 3 or config.doc_maxlen < 3 or config.dim < 1:
+            raise CheckpointError(f"bad ColBERT config: {config}")
+        return config
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def init_projection(hidden_size: int, dim: int, seed: int = 0) -> dict:
+    """A deterministic projection [H, D] for a checkpoint without a ColBERT head.
+
+    A random orthogonal map (rows of an orthonormal basis) scaled by sqrt(H / D): it preserves
+    angles between token vectors as well as a linear map to fewer dimensions can on average,
+    so MaxSim ranks sensibly before any training. The scale does not matter after L2
+    normalisation; it keeps the pre-normalisation norms comparable to the hidden states.
+    """
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((max(hidden_size, dim), min(hidden_size, dim)))
+    q, r = np.linalg.qr(a)
+    q = q * np.sign(np.diag(r))  # unique Q (Haar-distributed)
+    kernel = q if hidden_size >= dim else q.T
+    kernel = kernel * np.sqrt(hidden_size / dim) if hidden_size >= dim else kernel
+    return {"kernel": jnp.asarray(kernel, jnp.float32)}
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+    """x / max(||x||, eps) over the last axis (torch.nn.functional.normalize)."""
+    norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True))
+    return x / jnp.maximum(norm, eps)
+
+
+def colbert_forward(
+    params: dict,
+    bert_config: BertConfig,
+    input_ids: jax.Array,
+    attention_mask: jax.Array,
+    compute_dtype=jnp.float32,
+) -> jax.Array:
+    """Normalised token embeddings [B, T, D] float32 of input_ids/attention_mask [B, T].
+
+    Every position gets a vector (padding included); callers drop padding and skiplist
+    tokens from documents and keep all query positions.
+    """
+    hidden = bert_forward(
+        params["bert"], bert_config, input_ids, attention_mask, compute_dtype=compute_dtype
+    )
+    projected = jnp.einsum(
+        "BTH,HD->BTD",
+        hidden.astype(compute_dtype),
+        params["linear"]["kernel"].astype(compute_dtype),
+        preferred_element_type=jnp.float32,
+    )
+    return l2_normalize(projected)

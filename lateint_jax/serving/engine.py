@@ -1,0 +1,388 @@
+"""The search engine behind the HTTP API: encode, first stage, optional rerank, explanations.
+
+Concurrent requests meet in two `Batcher`s: one coalesces queries into encoder + index calls
+(padded to fixed batch and k buckets), the other coalesces (query, passage) pairs into
+cross-encoder calls. Einsum letters: B queries, Q query tokens, N documents, T document tokens,
+D embedding dim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+
+from lateint_jax.errors import InputError
+from lateint_jax.scoring import maxsim, maxsim_alignment
+from lateint_jax.serving.batching import Batcher
+from lateint_jax.serving.buckets import (
+    bucket_for,
+    chunks,
+    powers_of_four_up_to,
+)
+from lateint_jax.serving.corpus import Corpus
+from lateint_jax.serving.schemas import LIMITS
+
+K_BUCKETS = (10, 100, 1000)
+# Subsets up to this size are scored exactly here (MaxSim over every listed document's
+# decompressed vectors, shapes bucketed by subset size, top-k on the host); larger ones go
+# through the index's PLAID search restricted to them.
+EXACT_SUBSET_MAX = 1024
+DECOMPRESSED_CACHE_DOCS = 2048
+
+
+@dataclass(frozen=True)
+class QueryItem:
+    text: str
+    k: int
+    subset: tuple[str, ...] | None
+
+
+@dataclass
+class FirstStage:
+    embedding: np.ndarray  # [Q, D]
+    hits: list[tuple[str, float]]
+
+
+def pad_with_first(queries: np.ndarray, rows: int) -> np.ndarray:
+    """[B, Q, D] -> [rows, Q, D] repeating the first query: padding rows then probe what a real
+    row probes (zero rows would find no candidates and make the index probe more cells)."""
+    extra = rows - queries.shape[0]
+    return np.concatenate([queries, np.repeat(queries[:1], extra, axis=0)]) if extra else queries
+
+
+def _subset_scores(queries, docs, mask):
+    """queries [B, Q, D], docs [N, T, D], mask [N, T] -> MaxSim [B, N]."""
+    return maxsim(queries, docs, mask)
+
+
+def _align_batch(query, docs, mask):
+    """query [Q, D], docs [N, T, D], mask [N, T] -> (positions [N, Q], similarities [N, Q])."""
+    return jax.vmap(maxsim_alignment, in_axes=(None, 0, 0))(query, docs, mask)
+
+
+class SearchEngine:
+    """Owns the index, the compiled encoder and reranker, and the batchers that feed them."""
+
+    def __init__(
+        self,
+        index,
+        encoder,
+        corpus: Corpus | None = None,
+        reranker=None,
+        *,
+        max_batch: int = 32,
+        max_wait_s: float = 0.005,
+        k_buckets: tuple[int, ...] = K_BUCKETS,
+        rerank_max_batch: int = 64,
+        default_depth: int | None = None,
+    ):
+        self.index = index
+        if encoder.dim != index.dim:
+            raise InputError(
+                f"the encoder makes {encoder.dim}-d vectors, the index holds {index.dim}-d"
+            )
+        self.encoder = encoder
+        self.corpus = corpus
+        self.reranker = reranker
+        self.default_depth = default_depth if reranker is not None else None
+        self.k_buckets = tuple(sorted(k_buckets))
+        self.batch_buckets = powers_of_four_up_to(max_batch)
+        self.doc_ids = [i for i, gone in zip(index.doc_ids, index.arrays.deleted) if not gone]
+        self._known = set(self.doc_ids)
+        self.k_buckets = tuple(b for b in self.k_buckets if b < len(self.doc_ids)) + (
+            len(self.doc_ids),
+        )
+        self.explain_buckets = powers_of_four_up_to(LIMITS.max_explained)
+        self.subset_buckets = tuple(b for b in powers_of_four_up_to(EXACT_SUBSET_MAX) if b >= 16)
+        self.doc_tokens = int(index.shards.doc_tokens)
+        self._align = jax.jit(_align_batch)
+        self._subset_scores = jax.jit(_subset_scores)
+        self._decompressed: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self.first_stage = Batcher(
+            self._first_stage_batch, max_batch=max_batch, max_wait_s=max_wait_s, name="search"
+        )
+        self.rerank_stage = None
+        if reranker is not None:
+            self.rerank_stage = Batcher(
+                self._rerank_batch,
+                max_batch=rerank_max_batch,
+                max_wait_s=max_wait_s,
+                name="rerank",
+            )
+
+    # ---------------------------------------------------------------- start-up and shutdown
+    def warmup(self) -> None:
+        """Compile every shape a request can reach: the encoder; the index search for each
+        batch and k bucket, each number of probed cells its candidate search can escalate to,
+        and each candidate width; subset scoring; rerank; explanations."""
+        self.encoder.warmup()
+        sample = self._warmup_queries()
+        for bucket in self.batch_buckets:
+            queries = np.resize(sample, (bucket, *sample.shape[1:]))
+            for k in self.k_buckets:
+                self._warm_index(queries, k)
+        for n in self.subset_buckets:
+            docs = np.zeros((n, self.doc_tokens, self.encoder.dim), np.float32)
+            self._subset_scores(sample[:1], docs, np.ones(docs.shape[:2], bool))
+        self.decompressed(self.doc_ids[0])
+        if self.reranker is not None:
+            self.reranker.warmup()
+        for n in self.explain_buckets:
+            self._aligned(sample[0], [np.zeros((1, self.encoder.dim), np.float32)] * n)
+
+    def _warmup_queries(self) -> np.ndarray:
+        """[B, Q, D] queries made of the corpus' own openings (or the index's decompressed
+        vectors without a corpus), so warm-up searches look like real ones."""
+        ids = self.doc_ids[:: max(1, len(self.doc_ids) // self.batch_buckets[-1])]
+        ids = ids[: self.batch_buckets[-1]]
+        if self.corpus is not None and all(i in self.corpus for i in ids):
+            return self.encoder.encode_queries([self.corpus.passage(i)[:80] for i in ids])
+        q = self.encoder.query_maxlen
+        return np.stack([np.resize(self.decompressed(i), (q, self.encoder.dim)) for i in ids])
+
+    def _warm_index(self, queries: np.ndarray, k: int) -> None:
+        """PLAID compiles per (batch, k, probed cells, candidate width). Probed cells start at
+        colbert-ai's default for k and grow 4x while a query has fewer than k candidates: each
+        step is compiled here. Widths follow the candidate count per shard: subsets of chosen
+        sizes reach each one (their candidate count is the subset's share of a shard)."""
+        from lateint_jax.index.plaid import PlaidParams
+
+        cells = self.index.shards.num_centroids
+        ncells = min(PlaidParams.defaults(k).ncells, cells)
+        while True:
+            self.index.search(queries, k=k, ncells=ncells)
+            if ncells >= cells:
+                break
+            ncells = min(ncells * 4, cells)
+        shards = self.index.mesh.size
+        per_shard = int(self.index.shards.docs_per_shard)
+        width = 128
+        while True:
+            size = min(width * shards, len(self.doc_ids))
+            if size >= k:
+                stride = max(1, len(self.doc_ids) // size)
+                self.index.search(queries, k=k, subset_ids=self.doc_ids[::stride][:size])
+            if width >= per_shard or size == len(self.doc_ids):
+                break
+            width *= 2
+
+    def compiled_counts(self) -> dict:
+        """Programs compiled per stage: constant after warm-up (no request compiles)."""
+        from lateint_jax.index import plaid
+
+        counts = {
+            "encoder": self.encoder.compiled_count(),
+            "explain": self._align._cache_size(),
+            "subset": self._subset_scores._cache_size(),
+            **{f"index_{name}": n for name, n in sorted(plaid.TRACE_COUNTS.items())},
+        }
+        if self.reranker is not None:
+            counts["rerank"] = self.reranker.compiled_count()
+        return counts
+
+    def close(self) -> None:
+        self.first_stage.close()
+        if self.rerank_stage is not None:
+            self.rerank_stage.close()
+
+    # ---------------------------------------------------------------- batch functions
+    def _first_stage_batch(self, items: list[QueryItem]) -> list[FirstStage]:
+        embeddings = self.encoder.encode_queries([item.text for item in items])  # [B, Q, D]
+        hits: list = [None] * len(items)
+        groups: dict = {}
+        for row, item in enumerate(items):
+            groups.setdefault(item.subset, []).append(row)
+        for subset, rows in groups.items():
+            if subset is not None and len(subset) <= EXACT_SUBSET_MAX:
+                found = self._search_small_subset(embeddings[rows], subset)
+                for row, row_hits in zip(rows, found):
+                    hits[row] = row_hits[: items[row].k]
+                continue
+            limit = len(subset) if subset is not None else len(self.doc_ids)
+            k = bucket_for(min(max(items[r].k for r in rows), limit), self.k_buckets)
+            for start, stop in chunks(len(rows), self.batch_buckets[-1]):
+                part = rows[start:stop]
+                bucket = bucket_for(len(part), self.batch_buckets)
+                found = self.index.search(
+                    pad_with_first(embeddings[part], bucket),
+                    k=k,
+                    subset_ids=list(subset) if subset is not None else None,
+                )
+                for row, row_hits in zip(part, found):
+                    hits[row] = [(str(i), float(s)) for i, s in row_hits[: items[row].k]]
+        return [FirstStage(embeddings[r], hits[r]) for r in range(len(items))]
+
+    def _search_small_subset(self, queries: np.ndarray, subset) -> list[list[tuple[str, float]]]:
+        """Exact MaxSim of queries [B, Q, D] against every subset document: ranked hits."""
+        n = bucket_for(len(subset), self.subset_buckets)
+        docs = np.zeros((n, self.doc_tokens, queries.shape[-1]), np.float32)
+        mask = np.zeros((n, self.doc_tokens), bool)
+        for row, doc_id in enumerate(subset):
+            vectors = self.decompressed(doc_id)
+            docs[row, : len(vectors)] = vectors
+            mask[row, : len(vectors)] = True
+        results = []
+        for query in queries:
+            scores = np.asarray(self._subset_scores(query[None], docs, mask))[0, : len(subset)]
+            order = np.argsort(-scores, kind="stable")
+            results.append([(subset[i], float(scores[i])) for i in order])
+        return results
+
+    def decompressed(self, doc_id: str) -> np.ndarray:
+        """The index's [T, D] vectors of one document, from a bounded LRU cache."""
+        with self._cache_lock:
+            if doc_id in self._decompressed:
+                self._decompressed.move_to_end(doc_id)
+                return self._decompressed[doc_id]
+        vectors = np.asarray(self.index.decompress(doc_id), np.float32)
+        with self._cache_lock:
+            self._decompressed[doc_id] = vectors
+            while len(self._decompressed) > DECOMPRESSED_CACHE_DOCS:
+                self._decompressed.popitem(last=False)
+        return vectors
+
+    def _rerank_batch(self, pairs: list[tuple[str, str]]) -> list[float]:
+        scores = self.reranker.score([q for q, _ in pairs], [p for _, p in pairs])
+        return [float(s) for s in scores]
+
+    # ---------------------------------------------------------------- requests
+    def check_ids(self, ids: list[str] | None) -> tuple[str, ...] | None:
+        if ids is None:
+            return None
+        unknown = [i for i in ids if i not in self._known]
+        if unknown:
+            shown = ", ".join(repr(i) for i in unknown[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            raise InputError(f"ids: unknown document ids {shown}{more}")
+        return tuple(dict.fromkeys(ids))
+
+    def passage(self, doc_id: str) -> str:
+        if self.corpus is None:
+            raise InputError("rerank: the server has no corpus texts for this index (--corpus)")
+        return self.corpus.passage(doc_id)
+
+    async def search(
+        self,
+        texts: list[str],
+        k: int = 10,
+        ids: list[str] | None = None,
+        depth: int | None = None,
+        explain: bool = False,
+    ) -> tuple[list[list[dict]], dict]:
+        """Ranked hits per query (dicts for `SearchHit`) and the stage timings in ms."""
+        subset = self.check_ids(ids)
+        depth = depth if depth is not None else self.default_depth
+        if depth is not None and self.reranker is None:
+            raise InputError("rerank: no reranker is loaded (start the server with --reranker)")
+        if explain and len(texts) * k > LIMITS.max_explained:
+            raise InputError(
+                f"explain: at most {LIMITS.max_explained} explained results per request "
+                f"(queries x k = {len(texts) * k})"
+            )
+        if depth is not None and len(texts) * max(depth, k) > LIMITS.max_rerank_pairs:
+            raise InputError(
+                f"rerank: at most {LIMITS.max_rerank_pairs} reranked pairs per request "
+                f"(queries x max(depth, k) = {len(texts) * max(depth, k)})"
+            )
+        started = time.perf_counter()
+        first_k = max(k, depth) if depth is not None else k
+        futures = [self.first_stage.submit(QueryItem(t, first_k, subset)) for t in texts]
+        stages = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+        first_ms = (time.perf_counter() - started) * 1000.0
+        timings = {"first_stage_ms": round(first_ms, 3)}
+        results = [
+            [{"id": i, "score": s, "first_stage_score": s} for i, s in stage.hits]
+            for stage in stages
+        ]
+        if depth is not None:
+            rerank_started = time.perf_counter()
+            results = await self._rerank(texts, results, k)
+            timings["rerank_ms"] = round((time.perf_counter() - rerank_started) * 1000.0, 3)
+        if explain:
+            loop = asyncio.get_running_loop()
+            for text, stage, hits in zip(texts, stages, results):
+                await loop.run_in_executor(None, self._explain, text, stage.embedding, hits)
+        if self.corpus is not None:
+            for hits in results:
+                for hit in hits:
+                    hit.update(self.corpus.get(hit["id"]))
+        timings["total_ms"] = round((time.perf_counter() - started) * 1000.0, 3)
+        return results, timings
+
+    async def _rerank(self, texts, results, k):
+        futures = [
+            [self.rerank_stage.submit((text, self.passage(hit["id"]))) for hit in hits]
+            for text, hits in zip(texts, results)
+        ]
+        reranked = []
+        for hits, row in zip(results, futures):
+            scores = await asyncio.gather(*(asyncio.wrap_future(f) for f in row))
+            for hit, score in zip(hits, scores):
+                hit["rerank_score"] = score
+                hit["score"] = score
+            reranked.append(sorted(hits, key=lambda h: -h["rerank_score"])[:k])
+        return reranked
+
+    async def rerank(self, query: str, passages: list[str]) -> list[float]:
+        if self.reranker is None:
+            raise InputError("rerank: no reranker is loaded (start the server with --reranker)")
+        futures = [self.rerank_stage.submit((query, p)) for p in passages]
+        return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
+
+    # ---------------------------------------------------------------- explanations
+    def _explain(self, text: str, query: np.ndarray, hits: list[dict]) -> None:
+        """Adds `explanation` to each hit: for each query token, the document token its MaxSim
+        picked and their similarity.
+
+        The index keeps compressed vectors sorted by centroid, so token order (hence token
+        text) is gone there; with the corpus at hand the passage is re-encoded (exact vectors,
+        original order) and aligned, and `index_similarity` gives the same query token's max
+        over the index's decompressed vectors (their sum is the first-stage MaxSim). Without
+        the corpus only the decompressed side exists and tokens read `#position`.
+        """
+        if not hits:
+            return
+        query_tokens = self.encoder.query_tokens(text)
+        compressed = [self.decompressed(h["id"]) for h in hits]
+        _, index_sims = self._aligned(query, compressed)
+        texts = self.corpus is not None and all(h["id"] in self.corpus for h in hits)
+        if texts:
+            passages = [self.corpus.passage(h["id"]) for h in hits]
+            exact = self.encoder.encode_documents(passages)
+            positions, sims = self._aligned(query, exact)
+            doc_tokens = [self.encoder.document_tokens(p) for p in passages]
+        else:
+            positions, sims = self._aligned(query, compressed)
+            doc_tokens = [[f"#{t}" for t in range(len(d))] for d in compressed]
+        for row, hit in enumerate(hits):
+            hit["explanation"] = [
+                {
+                    "query_token": query_tokens[q],
+                    "query_position": q,
+                    "doc_token": doc_tokens[row][int(positions[row, q])],
+                    "doc_position": int(positions[row, q]),
+                    "similarity": float(sims[row, q]),
+                    "index_similarity": float(index_sims[row, q]),
+                }
+                for q in range(len(query_tokens))
+            ]
+
+    def _aligned(self, query: np.ndarray, docs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """query [Q, D], docs: N arrays [T_i, D] -> positions, similarities [N, Q], computed on
+        a fixed [N_bucket, doc_maxlen, D] shape so explanations never compile."""
+        length = max(self.encoder.doc_maxlen, self.doc_tokens, *(d.shape[0] for d in docs))
+        n = bucket_for(len(docs), self.explain_buckets)
+        padded = np.zeros((n, length, query.shape[-1]), np.float32)
+        mask = np.zeros((n, length), bool)
+        for row, doc in enumerate(docs):
+            padded[row, : doc.shape[0]] = doc
+            mask[row, : doc.shape[0]] = True
+        positions, sims = self._align(query, padded, mask)
+        return np.asarray(positions)[: len(docs)], np.asarray(sims)[: len(docs)]

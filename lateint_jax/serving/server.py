@@ -1,0 +1,161 @@
+"""Flags, loading and the uvicorn loop behind `serve.py` and `lateint serve`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from lateint_jax.errors import InputError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--index",
+        help="index folder (from `lateint index`); default: the demo index of the corpus the "
+        "package ships, built with the default model on first use",
+    )
+    parser.add_argument(
+        "--corpus",
+        help="corpus.jsonl (or a BEIR folder) with the indexed texts, for titles/texts in "
+        "results, reranking and explanations (default: none, ids and scores only)",
+    )
+    parser.add_argument(
+        "--model",
+        help="ColBERT checkpoint (local path or hub name) for queries; must be the one the index "
+        "records (default: that one; for the demo, the packaged all-MiniLM-L6-v2)",
+    )
+    parser.add_argument("--host", default=DEFAULT_HOST)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument(
+        "--reranker",
+        help="cross-encoder checkpoint (local path or hub name) for the rerank stage; default: "
+        "none (no pretrained cross-encoder ships offline)",
+    )
+    parser.add_argument(
+        "--rerank-depth",
+        type=int,
+        default=None,
+        help="rerank every search to this depth unless the request says otherwise",
+    )
+    parser.add_argument("--max-batch", type=int, default=32, help="queries per device batch")
+    parser.add_argument(
+        "--max-wait-ms", type=float, default=5.0, help="longest wait to fill a device batch"
+    )
+    parser.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=30.0,
+        help="seconds in-flight requests get to finish after SIGTERM/SIGINT",
+    )
+    parser.add_argument(
+        "--coordinator",
+        help="multi-host: HOST:PORT of process 0 for jax.distributed (all processes)",
+    )
+    parser.add_argument("--num-processes", type=int, default=1, help="multi-host: process count")
+    parser.add_argument("--process-id", type=int, default=0, help="multi-host: this process")
+
+
+def build_engine(args, log=print):
+    """Load encoder, index, corpus and reranker as the flags say; warm up every shape.
+
+    Returns (engine, info) where info feeds /stats."""
+    import jax
+
+    from lateint_jax.encoders import ColBERT, CrossEncoder
+    from lateint_jax.index.search import Index
+    from lateint_jax.index.storage import encoder_for_index, index_size_bytes, read_metadata
+    from lateint_jax.serving.corpus import Corpus
+    from lateint_jax.serving.demo import DEMO_CORPUS, ensure_demo_index
+    from lateint_jax.serving.encoding import CompiledColBERT
+    from lateint_jax.serving.engine import SearchEngine
+    from lateint_jax.serving.rerank import CompiledReranker
+
+    if args.rerank_depth is not None and args.rerank_depth < 1:
+        raise InputError(f"--rerank-depth must be >= 1, got {args.rerank_depth}")
+    if args.rerank_depth is not None and not args.reranker:
+        raise InputError("--rerank-depth needs --reranker")
+    started = time.perf_counter()
+    if args.index:
+        index_dir = Path(args.index)
+        log(f"loading the encoder recorded in {index_dir} ...")
+        colbert = encoder_for_index(read_metadata(index_dir), args.model)
+        corpus = Corpus.from_jsonl(args.corpus) if args.corpus else None
+        if corpus is None:
+            log("no --corpus: results carry ids and scores only (no texts, rerank, or tokens)")
+    else:
+        log("loading the encoder ...")
+        colbert = ColBERT.from_pretrained(args.model)
+        corpus = Corpus.from_jsonl(args.corpus or DEMO_CORPUS)
+    encoder = CompiledColBERT(colbert, max_batch=args.max_batch)
+    if not args.index:
+        index_dir = ensure_demo_index(encoder, corpus, colbert.model_name, log=log)
+    model_name = colbert.model_name
+    log(f"loading index {index_dir} onto {jax.device_count()} device(s) ...")
+    index = Index.load(index_dir, devices=jax.devices())
+    reranker = None
+    if args.reranker:
+        log(f"loading reranker {args.reranker} ...")
+        reranker = CompiledReranker(CrossEncoder.from_pretrained(args.reranker), name=args.reranker)
+    engine = SearchEngine(
+        index,
+        encoder,
+        corpus,
+        reranker,
+        max_batch=args.max_batch,
+        max_wait_s=args.max_wait_ms / 1000.0,
+        default_depth=args.rerank_depth,
+    )
+    log("compiling every request shape (warm-up) ...")
+    engine.warmup()
+    info = {
+        "index_dir": str(index_dir),
+        "index_bytes": int(sum(index_size_bytes(index_dir).values())),
+        "model": model_name,
+        "load_and_warmup_s": round(time.perf_counter() - started, 3),
+    }
+    log(f"ready in {info['load_and_warmup_s']:.1f} s")
+    return engine, info
+
+
+def banner(host: str, port: int, has_reranker: bool) -> str:
+    url = f"http://{host}:{port}"
+    body = '{"query": "why is the sky blue", "k": 3}'
+    lines = [
+        f"lateint-jax is serving at {url}  (search page: {url}/ , API docs: {url}/docs)",
+        "try:",
+        f"  curl -s -X POST {url}/search -H 'Content-Type: application/json' -d '{body}'",
+    ]
+    if not has_reranker:
+        lines.append("no reranker loaded (pass --reranker PATH to enable the rerank stage)")
+    return "\n".join(lines)
+
+
+def serve(args) -> int:
+    import uvicorn
+
+    from lateint_jax.serving.app import create_app
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.num_processes > 1:
+        from lateint_jax.serving.multihost import serve_multihost
+
+        return serve_multihost(args)
+    log = lambda message: print(message, file=sys.stderr, flush=True)
+    engine, info = build_engine(args, log=log)
+    app = create_app(engine, index_info=info)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        timeout_graceful_shutdown=args.graceful_timeout,
+    )
+    print(banner(args.host, args.port, engine.reranker is not None), flush=True)
+    uvicorn.Server(config).run()
+    return 0

@@ -1,0 +1,177 @@
+"""PLAID search against exact MaxSim on synthetic clustered token vectors, stage by stage and
+end to end: overlap, subset search, deletions, additions, defaults and bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lateint_jax.errors import InputError
+from lateint_jax.index import plaid
+from lateint_jax.index.build import build_index
+from lateint_jax.index.search import Index
+
+
+def clustered_docs(num_docs, dim=64, topics=128, noise=0.3, seed=0):
+    """Documents of 5-30 unit token vectors drawn around 3 of `topics` random directions."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((topics, dim))
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    docs = []
+    for _ in range(num_docs):
+        length = int(rng.integers(5, 31))
+        which = rng.choice(topics, 3)[rng.integers(0, 3, length)]
+        vectors = centers[which] + noise * rng.standard_normal((length, dim)) / np.sqrt(dim)
+        docs.append((vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32))
+    return docs
+
+
+def queries_like(docs, count, length=8, noise=0.3, seed=1):
+    """Queries made of noisy tokens of random documents: [count, length, D]."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        doc = docs[rng.integers(len(docs))]
+        tokens = doc[rng.integers(0, len(doc), length)]
+        tokens = tokens + noise * rng.standard_normal(tokens.shape) / np.sqrt(tokens.shape[1])
+        out.append(tokens / np.linalg.norm(tokens, axis=1, keepdims=True))
+    return np.stack(out).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    docs = clustered_docs(300)
+    arrays = build_index(docs, [f"doc-{i}" for i in range(len(docs))], progress=False)
+    return docs, arrays
+
+
+@pytest.fixture(scope="module")
+def index(corpus):
+    return Index(corpus[1], devices=jax.devices()[:1])
+
+
+def ids_of(hits):
+    return [[doc_id for doc_id, _ in row] for row in hits]
+
+
+def overlap(a, b):
+    return np.mean([len(set(x) & set(y)) / len(y) for x, y in zip(ids_of(a), ids_of(b))])
+
+
+def test_plaid_finds_what_exact_search_finds(corpus, index):
+    queries = queries_like(corpus[0], 24)
+    exact = index.exact_search(queries, k=10)
+    assert overlap(index.search(queries, k=10, ncells=4), exact) >= 0.95
+    # every cell probed, nothing pruned, every candidate kept: PLAID must equal exact MaxSim
+    everything = index.search(
+        queries, k=10, ncells=corpus[1].num_centroids, centroid_score_threshold=-1e9, ndocs=4096
+    )
+    assert ids_of(everything) == ids_of(exact)
+    np.testing.assert_allclose(
+        [[s for _, s in row] for row in everything], [[s for _, s in row] for row in exact],
+        rtol=1e-5,
+    )  # fmt: skip
+
+
+def test_scores_are_maxsim_of_decompressed_documents(corpus, index):
+    queries = queries_like(corpus[0], 3)
+    for query, hits in zip(queries, index.search(queries, k=5, ncells=4)):
+        for doc_id, score in hits:
+            doc = index.decompress(doc_id)
+            assert doc.shape == corpus[0][int(doc_id.split("-")[1])].shape
+            expected = (query @ doc.T).max(axis=1).sum()
+            assert score == pytest.approx(float(expected), rel=1e-5)
+        assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+
+
+def test_candidate_bitmap_is_union_of_inverted_lists(corpus):
+    arrays = corpus[1]
+    rng = np.random.default_rng(0)
+    cells = rng.integers(0, arrays.num_centroids, (2, 6)).astype(np.int32)
+    cells[1, 4:] = -1  # padding query tokens probe nothing
+    sizes = np.sort(np.diff(arrays.ivf_offsets))[::-1]
+    bitmap = plaid.candidate_bitmap(
+        jnp.asarray(cells), jnp.asarray(arrays.ivf_pids), jnp.asarray(arrays.ivf_offsets),
+        arrays.num_docs, plaid.bucket(int(sizes[:6].sum())),
+    )  # fmt: skip
+    for row, found in zip(cells, np.asarray(bitmap)):
+        expected = np.zeros(arrays.num_docs, bool)
+        for c in row[row >= 0]:
+            expected[arrays.ivf_pids[arrays.ivf_offsets[c] : arrays.ivf_offsets[c + 1]]] = True
+        np.testing.assert_array_equal(found, expected)
+
+
+def test_centroid_interaction_matches_numpy(corpus):
+    arrays = corpus[1]
+    rng = np.random.default_rng(0)
+    queries = queries_like(corpus[0], 2)
+    mask = np.ones(queries.shape[:2], bool)
+    mask[1, 5:] = False
+    scores = np.einsum("bqd,cd->bqc", queries, arrays.centroids)
+    docs = rng.integers(0, arrays.num_docs, (2, 7)).astype(np.int32)
+    shards = plaid.place(arrays, plaid.sharding.data_mesh(jax.devices()[:1]))
+    codes = np.asarray(shards.doc_codes)
+    for threshold in (None, 0.5):
+        table = plaid.score_table(jnp.asarray(scores), threshold)
+        got = plaid.centroid_interaction(table, jnp.asarray(codes), jnp.asarray(docs), mask)
+        for b in range(2):
+            keep = scores[b].max(0) >= (-np.inf if threshold is None else threshold)
+            for j, n in enumerate(docs[b]):
+                own = arrays.codes[arrays.doc_offsets[n] : arrays.doc_offsets[n + 1]]
+                per_token = np.where(keep[own][None, :], scores[b][:, own], plaid.PRUNED)
+                expected = (per_token.max(1) * mask[b]).sum()
+                assert float(got[b, j]) == pytest.approx(expected, rel=1e-6, abs=1e-3)
+
+
+def test_defaults_follow_colbert_ai():
+    assert plaid.PlaidParams.defaults(10) == plaid.PlaidParams(1, 0.5, 256)
+    assert plaid.PlaidParams.defaults(100) == plaid.PlaidParams(2, 0.45, 1024)
+    assert plaid.PlaidParams.defaults(1000) == plaid.PlaidParams(4, 0.4, 4096)
+    assert plaid.PlaidParams.defaults(2000).ndocs == 8000
+    assert plaid.PlaidParams.defaults(10, ncells=3).ncells == 3
+
+
+def test_subset_search_returns_only_the_subset(corpus, index):
+    queries = queries_like(corpus[0], 4)
+    subset = [f"doc-{i}" for i in range(0, 300, 7)]
+    for hits in (index.search(queries, k=5, subset_ids=subset),
+                 index.exact_search(queries, k=5, subset_ids=subset)):  # fmt: skip
+        assert all(len(row) == 5 and set(ids_of([row])[0]) <= set(subset) for row in hits)
+    plaid_hits = index.search(queries, k=5, subset_ids=subset, ncells=4)
+    assert overlap(plaid_hits, index.exact_search(queries, k=5, subset_ids=subset)) >= 0.9
+    with pytest.raises(InputError, match="not in the index"):
+        index.search(queries, k=5, subset_ids=["doc-1", "nope"])
+    with pytest.raises(InputError, match="larger than"):
+        index.search(queries, k=3, subset_ids=["doc-1", "doc-2"])
+
+
+def test_deleted_and_added_documents(corpus):
+    docs, arrays = corpus
+    index = Index(arrays, devices=jax.devices()[:1])
+    queries = queries_like(docs, 6)
+    before = index.search(queries, k=5, ncells=4)
+    top = sorted({row[0][0] for row in before})
+    index.delete(top)
+    for hits in (index.search(queries, k=5, ncells=4), index.exact_search(queries, k=5)):
+        assert not set(top) & {d for row in ids_of(hits) for d in row}
+    assert index.num_live == 300 - len(top)
+    # a new document equal to a query's tokens is that query's best match right away
+    index.add([queries[0]], ["fresh"])
+    assert index.search(queries[:1], k=1, ncells=4)[0][0][0] == "fresh"
+    with pytest.raises(InputError):
+        index.delete(["never-there"])
+
+
+def test_bad_input_is_refused(corpus, index):
+    queries = queries_like(corpus[0], 1)
+    for k in (0, -1, 301, 2.5, True):
+        with pytest.raises(InputError, match="k"):
+            index.search(queries, k=k)
+    with pytest.raises(InputError, match="dim"):
+        index.search(np.ones((1, 4, 7), np.float32))
+    with pytest.raises(InputError, match="NaN"):
+        index.search(np.full((1, 4, 64), np.nan, np.float32))
+    with pytest.raises(InputError, match="shape"):
+        index.search(np.ones((1, 2, 3, 64), np.float32))
+    one = index.search(queries[0], k=3)  # a single [Q, D] query
+    assert ids_of(one) == ids_of(index.search(queries, k=3))

@@ -1,0 +1,157 @@
+"""A real `python serve.py` process (the offline demo) on a free loopback port: the search page
+in headless Chromium, graceful shutdown on SIGTERM, and a restart that reloads from disk.
+
+Chromium: Debian `chromium` + `chromium-driver` (/usr/bin/chromium, /usr/bin/chromedriver) with
+the `selenium` package; the browser test skips when either is missing.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROME_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# A lone request waits this long for companions before its batch runs: a deterministic window
+# in which the request is in flight, for the shutdown test.
+SLOW_WAIT_MS = 2500
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(cache: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "LATEINT_CACHE": str(cache), "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "serve.py"), "--port", str(port), "--max-batch", "4", *extra],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"serve.py exited early:\n{process.stdout.read()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    process.kill()
+    raise AssertionError(f"serve.py did not come up:\n{process.stdout.read()}")
+
+
+def stop(process: subprocess.Popen) -> str:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.stdout.read()
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("lateint-cache")
+
+
+@pytest.fixture(scope="module")
+def server(cache):
+    process, url = start_server(cache, "--max-wait-ms", str(SLOW_WAIT_MS))
+    yield process, url
+    stop(process)
+
+
+def test_search_page_in_headless_chromium(server):
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.skip(
+            "needs Debian chromium and chromium-driver (apt-get install chromium chromium-driver)"
+        )
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="needs selenium (pip install selenium)"
+    )
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    os.environ["SE_OFFLINE"] = "true"  # never let Selenium Manager fetch a driver
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROME_FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
+    try:
+        driver.get(server[1] + "/")
+        box = driver.find_element(By.ID, "q")
+        box.send_keys("why is the sky blue")
+        driver.find_element(By.ID, "go").click()
+        wait = WebDriverWait(driver, 60)
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#results .result")))
+        results = driver.find_elements(By.CSS_SELECTOR, "#results .result")
+        assert len(results) == 10
+        first = results[0]
+        assert "Blue sky" in first.find_element(By.CLASS_NAME, "title").text
+        assert "score" in first.find_element(By.CLASS_NAME, "score").text
+        marked = [m.text.lower() for m in first.find_elements(By.TAG_NAME, "mark")]
+        assert "blue" in marked and "sky" in marked, marked
+        assert "results in" in driver.find_element(By.ID, "status").text
+    finally:
+        driver.quit()
+
+
+def test_sigterm_lets_the_in_flight_request_finish_and_restart_reloads(cache, server):
+    process, url = server
+    query = {"query": "how do bees find flowers", "k": 5}
+    outcome = {}
+
+    def slow_request():
+        outcome["response"] = httpx.post(f"{url}/search", json=query, timeout=60)
+
+    client = threading.Thread(target=slow_request)
+    client.start()
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{url}/stats", timeout=5).json()["in_flight"] < 2:  # /stats itself is one
+        assert time.monotonic() < deadline, "the request never arrived"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    client.join(60)
+    log = stop(process)
+    assert process.returncode == 0, log
+    response = outcome["response"]
+    assert response.status_code == 200, response.text
+    before = [(h["id"], round(h["score"], 4)) for h in response.json()["results"]]
+    assert len(before) == 5 and before[0][0] == "demo-042"  # Honeybees
+    assert "building the demo index" in log
+
+    restarted, url = start_server(cache)
+    try:
+        after = httpx.post(f"{url}/search", json=query, timeout=60).json()["results"]
+        assert [(h["id"], round(h["score"], 4)) for h in after] == before
+    finally:
+        log = stop(restarted)
+    assert "building the demo index" not in log  # reloaded from disk, not rebuilt

@@ -1,0 +1,175 @@
+"""Index storage: round trips, atomic replacement, crash safety, checksums and truncation."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from lateint_jax.codec import codes_io
+from lateint_jax.errors import IndexFormatError, InputError
+from lateint_jax.index import storage
+from lateint_jax.index.build import build_dense_index, build_index
+from lateint_jax.index.storage import load_dense_index, load_index, save_index
+
+FIELDS = ("centroids", "bucket_cutoffs", "bucket_weights", "codes", "residuals", "doc_offsets")
+FIELDS += ("ivf_pids", "ivf_offsets", "deleted")
+
+
+def synthetic_docs(num_docs=120, dim=32, seed=0):
+    """Documents of 1-29 unit token vectors around 24 fixed cluster centres (the same centres
+    for every seed, so documents of different seeds share a distribution)."""
+    centers = np.random.default_rng(1234).normal(size=(24, dim))
+    rng = np.random.default_rng(seed)
+    docs = []
+    for _ in range(num_docs):
+        x = centers[rng.integers(0, 24, rng.integers(1, 30))]
+        x = x + 0.06 * rng.normal(size=x.shape)
+        docs.append((x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32))
+    return docs, [f"doc-{i}" for i in range(num_docs)]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    docs, ids = synthetic_docs()
+    path = tmp_path_factory.mktemp("idx") / "index"
+    arrays = build_index(
+        docs, ids, path, num_centroids=32, progress=False, model_meta={"name": "m"}
+    )
+    return path, arrays
+
+
+def assert_same(a, b):
+    for name in FIELDS:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.doc_ids == b.doc_ids and a.nbits == b.nbits
+
+
+def test_round_trip(built):
+    path, arrays = built
+    loaded = load_index(path)
+    assert_same(arrays, loaded)
+    assert isinstance(loaded.residuals, np.memmap)
+    meta = json.loads((path / "metadata.json").read_text())
+    assert meta["format_version"] == storage.FORMAT_VERSION and meta["kind"] == "colbert"
+    assert meta["model"] == {"name": "m"} and meta["num_embeddings"] == arrays.num_embeddings
+    assert set(meta["files"]) == {p.name for p in path.iterdir()} - {"metadata.json"}
+
+
+def test_existing_folder_refused_then_replaced(built, tmp_path):
+    _, arrays = built
+    target = tmp_path / "index"
+    save_index(arrays, target)
+    with pytest.raises(InputError, match="already exists"):
+        save_index(arrays, target)
+    docs, ids = synthetic_docs(num_docs=40, seed=1)
+    other = build_index(docs, ids, None, num_centroids=16, progress=False)
+    save_index(other, target, overwrite=True)
+    assert_same(other, load_index(target))
+    assert [p.name for p in tmp_path.iterdir()] == ["index"]  # no temporary folders left
+
+
+def test_crash_midway_keeps_previous_index(built, tmp_path, monkeypatch):
+    _, arrays = built
+    target = tmp_path / "index"
+    save_index(arrays, target)
+    real_write = storage._write_array
+
+    def failing_write(folder, name, array):
+        if name == "residuals.npy":
+            raise OSError("disk full (simulated)")
+        return real_write(folder, name, array)
+
+    monkeypatch.setattr(storage, "_write_array", failing_write)
+    docs, ids = synthetic_docs(num_docs=40, seed=2)
+    with pytest.raises(OSError, match="simulated"):
+        build_index(docs, ids, target, num_centroids=16, overwrite=True, progress=False)
+    with pytest.raises(OSError, match="simulated"):
+        build_index(docs, ids, tmp_path / "fresh", num_centroids=16, progress=False)
+    assert_same(arrays, load_index(target))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
+
+
+def test_truncated_and_corrupted_files(built, tmp_path):
+    _, arrays = built
+    target = tmp_path / "index"
+    save_index(arrays, target)
+    residuals = target / "residuals.npy"
+    data = residuals.read_bytes()
+    residuals.write_bytes(data[:-7])
+    for verify in (True, False):  # sizes are checked even without hashing
+        with pytest.raises(IndexFormatError, match="residuals.npy has .* bytes"):
+            load_index(target, verify_checksums=verify)
+    flipped = bytearray(data)
+    flipped[-3] ^= 0xFF
+    residuals.write_bytes(bytes(flipped))
+    with pytest.raises(IndexFormatError, match="checksum"):
+        load_index(target)
+    load_index(target, verify_checksums=False)  # same size: only the hash would catch it
+    residuals.unlink()
+    with pytest.raises(IndexFormatError, match="residuals.npy is missing"):
+        load_index(target)
+
+
+def test_metadata_problems(built, tmp_path):
+    _, arrays = built
+    target = tmp_path / "index"
+    save_index(arrays, target)
+    meta_path = target / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(IndexFormatError, match="format version 99"):
+        load_index(target)
+    meta_path.write_text("{not json")
+    with pytest.raises(IndexFormatError, match="not valid JSON"):
+        load_index(target)
+    meta_path.unlink()
+    with pytest.raises(IndexFormatError, match="not a lateint index"):
+        load_index(target)
+    with pytest.raises(IndexFormatError, match="does not exist"):
+        load_index(tmp_path / "nowhere")
+
+
+def test_dense_round_trip_and_kind_check(built, tmp_path):
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(7, 12)).astype(np.float32)
+    ids = [f"d{i}" for i in range(7)]
+    build_dense_index(vectors, ids, tmp_path / "dense", model_meta={"name": "bi"})
+    dense = load_dense_index(tmp_path / "dense")
+    np.testing.assert_array_equal(dense.vectors, vectors)
+    assert dense.doc_ids == ids and not dense.deleted.any()
+    assert dense.metadata["kind"] == "dense" and dense.metadata["model"]["name"] == "bi"
+    with pytest.raises(IndexFormatError, match="is a 'dense' index"):
+        load_index(tmp_path / "dense")
+    with pytest.raises(IndexFormatError, match="is a 'colbert' index"):
+        load_dense_index(built[0])
+
+
+@pytest.mark.parametrize("num_centroids", [300, 70000])
+def test_codes_encodings_round_trip(num_centroids):
+    rng = np.random.default_rng(num_centroids)
+    lengths = rng.integers(0, 50, 200)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    codes = rng.integers(0, num_centroids, offsets[-1]).astype(np.int32)
+    doc_of_row = np.repeat(np.arange(200), lengths)
+    sorted_codes = codes[np.lexsort((codes, doc_of_row))]
+    for values, expected in (
+        (codes, "uint16" if num_centroids <= 65536 else "int32"),
+        (sorted_codes, "rice-"),
+    ):
+        encoded = codes_io.encode_codes(values, offsets, num_centroids)
+        assert encoded.encoding.startswith(expected)
+        decoded = codes_io.decode_codes(encoded.encoding, encoded.arrays, offsets, num_centroids)
+        np.testing.assert_array_equal(decoded, values)
+    packed = codes_io.encode_codes(sorted_codes, offsets, num_centroids)
+    broken = dict(packed.arrays, **{"codes.unary.npy": packed.arrays["codes.unary.npy"][:-4]})
+    with pytest.raises(IndexFormatError, match="one id per token"):
+        codes_io.decode_codes(packed.encoding, broken, offsets, num_centroids)
+
+
+def test_residuals_are_mapped_from_the_index_file(built):
+    path, _ = built
+    loaded = load_index(path, verify_checksums=False)
+    assert loaded.residuals.filename and os.path.samefile(
+        loaded.residuals.filename, path / "residuals.npy"
+    )
