@@ -90,37 +90,49 @@ def test_candidate_bitmap_is_union_of_inverted_lists(corpus):
     cells = rng.integers(0, arrays.num_centroids, (2, 6)).astype(np.int32)
     cells[1, 4:] = -1  # padding query tokens probe nothing
     sizes = np.sort(np.diff(arrays.ivf_offsets))[::-1]
-    bitmap = plaid.candidate_bitmap(
-        jnp.asarray(cells), jnp.asarray(arrays.ivf_pids), jnp.asarray(arrays.ivf_offsets),
-        arrays.num_docs, plaid.bucket(int(sizes[:6].sum())),
-    )  # fmt: skip
-    for row, found in zip(cells, np.asarray(bitmap)):
+    entries = plaid.bucket(int(sizes[:6].sum()))
+    pids, offsets = jnp.asarray(arrays.ivf_pids), jnp.asarray(arrays.ivf_offsets)
+    for row in cells:
+        found = plaid.candidate_bitmap(jnp.asarray(row), pids, offsets, arrays.num_docs, entries)
         expected = np.zeros(arrays.num_docs, bool)
         for c in row[row >= 0]:
             expected[arrays.ivf_pids[arrays.ivf_offsets[c] : arrays.ivf_offsets[c + 1]]] = True
-        np.testing.assert_array_equal(found, expected)
+        np.testing.assert_array_equal(np.asarray(found), expected)
+
+
+def test_probe_cells_are_each_tokens_best_centroids(corpus):
+    arrays = corpus[1]
+    query = queries_like(corpus[0], 1)[0]
+    mask = np.array([True] * 6 + [False] * 2)
+    table = plaid.score_table(jnp.asarray(query), jnp.asarray(arrays.centroids))
+    cells = np.asarray(plaid.probe_cells(table, jnp.asarray(mask), 3)).reshape(8, 3)
+    expected = np.argsort(-(query @ arrays.centroids.T), axis=1)[:, :3]
+    np.testing.assert_array_equal(cells[:6], expected[:6])
+    assert (cells[6:] == -1).all()
 
 
 def test_centroid_interaction_matches_numpy(corpus):
     arrays = corpus[1]
     rng = np.random.default_rng(0)
     queries = queries_like(corpus[0], 2)
-    mask = np.ones(queries.shape[:2], bool)
-    mask[1, 5:] = False
-    scores = np.einsum("bqd,cd->bqc", queries, arrays.centroids)
-    docs = rng.integers(0, arrays.num_docs, (2, 7)).astype(np.int32)
+    masks = np.ones(queries.shape[:2], bool)
+    masks[1, 5:] = False
     shards = plaid.place(arrays, plaid.sharding.data_mesh(jax.devices()[:1]))
-    codes = np.asarray(shards.doc_codes)
-    for threshold in (None, 0.5):
-        table = plaid.score_table(jnp.asarray(scores), threshold)
-        got = plaid.centroid_interaction(table, jnp.asarray(codes), jnp.asarray(docs), mask)
-        for b in range(2):
-            keep = scores[b].max(0) >= (-np.inf if threshold is None else threshold)
-            for j, n in enumerate(docs[b]):
+    codes = jnp.asarray(np.asarray(shards.doc_codes))
+    for query, mask in zip(queries, masks):
+        scores = query @ arrays.centroids.T  # [Q, C]
+        docs = rng.integers(0, arrays.num_docs, 7).astype(np.int32)
+        for threshold in (None, 0.5):
+            table = plaid.score_table(jnp.asarray(query), jnp.asarray(arrays.centroids))
+            if threshold is not None:
+                table = plaid.prune(table, threshold)
+            got = plaid.centroid_interaction(table, codes, jnp.asarray(docs), jnp.asarray(mask))
+            keep = scores.max(0) >= (-np.inf if threshold is None else threshold)
+            for j, n in enumerate(docs):
                 own = arrays.codes[arrays.doc_offsets[n] : arrays.doc_offsets[n + 1]]
-                per_token = np.where(keep[own][None, :], scores[b][:, own], plaid.PRUNED)
-                expected = (per_token.max(1) * mask[b]).sum()
-                assert float(got[b, j]) == pytest.approx(expected, rel=1e-6, abs=1e-3)
+                per_token = np.where(keep[own][None, :], scores[:, own], plaid.PRUNED)
+                expected = (per_token.max(1) * mask).sum()
+                assert float(got[j]) == pytest.approx(expected, rel=1e-5, abs=1e-3)
 
 
 def test_defaults_follow_colbert_ai():

@@ -108,17 +108,17 @@ def test_search_page_in_headless_chromium(server):
     try:
         driver.get(server[1] + "/")
         box = driver.find_element(By.ID, "q")
-        box.send_keys("why is the sky blue")
+        box.send_keys("how do bees find flowers")
         driver.find_element(By.ID, "go").click()
         wait = WebDriverWait(driver, 60)
         wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#results .result")))
         results = driver.find_elements(By.CSS_SELECTOR, "#results .result")
         assert len(results) == 10
         first = results[0]
-        assert "Blue sky" in first.find_element(By.CLASS_NAME, "title").text
+        assert "Honeybees" in first.find_element(By.CLASS_NAME, "title").text
         assert "score" in first.find_element(By.CLASS_NAME, "score").text
         marked = [m.text.lower() for m in first.find_elements(By.TAG_NAME, "mark")]
-        assert "blue" in marked and "sky" in marked, marked
+        assert "flowers" in marked and "honeybees" in marked, marked
         assert "results in" in driver.find_element(By.ID, "status").text
     finally:
         driver.quit()
@@ -141,7 +141,9 @@ def test_sigterm_lets_the_in_flight_request_finish_and_restart_reloads(cache, se
     process.send_signal(signal.SIGTERM)
     client.join(60)
     log = stop(process)
-    assert process.returncode == 0, log
+    # uvicorn shuts down cleanly, then re-raises SIGTERM so the parent sees why it stopped.
+    assert process.returncode in (0, -signal.SIGTERM), log
+    assert "Application shutdown complete" in log
     response = outcome["response"]
     assert response.status_code == 200, response.text
     before = [(h["id"], round(h["score"], 4)) for h in response.json()["results"]]

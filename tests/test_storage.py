@@ -56,7 +56,10 @@ def test_round_trip(built):
     assert set(meta["files"]) == {p.name for p in path.iterdir()} - {"metadata.json"}
 
 
-def test_existing_folder_refused_then_replaced(built, tmp_path):
+@pytest.mark.parametrize("exchange", [True, False])
+def test_existing_folder_refused_then_replaced(built, tmp_path, monkeypatch, exchange):
+    if not exchange:  # the rename-aside path used where renameat2 is missing
+        monkeypatch.setattr(storage, "_exchange", lambda a, b: False)
     _, arrays = built
     target = tmp_path / "index"
     save_index(arrays, target)
@@ -153,18 +156,33 @@ def test_codes_encodings_round_trip(num_centroids):
     codes = rng.integers(0, num_centroids, offsets[-1]).astype(np.int32)
     doc_of_row = np.repeat(np.arange(200), lengths)
     sorted_codes = codes[np.lexsort((codes, doc_of_row))]
-    for values, expected in (
-        (codes, "uint16" if num_centroids <= 65536 else "int32"),
-        (sorted_codes, "rice-"),
-    ):
-        encoded = codes_io.encode_codes(values, offsets, num_centroids)
-        assert encoded.encoding.startswith(expected)
+    plain = "uint16" if num_centroids <= 65536 else "int32"
+    assert codes_io.encode_codes(codes, offsets, num_centroids).encoding == plain
+    best = codes_io.encode_codes(sorted_codes, offsets, num_centroids)
+    assert best.encoding.startswith(("rice-", "expgolomb-"))
+    for values, encoding in [(codes, plain), (sorted_codes, plain), (sorted_codes, None)] + [
+        (sorted_codes, f"{kind}-{k}") for kind in ("rice", "expgolomb") for k in (0, 1, 5, 13)
+    ]:
+        encoded = codes_io.encode_codes(values, offsets, num_centroids, encoding)
         decoded = codes_io.decode_codes(encoded.encoding, encoded.arrays, offsets, num_centroids)
-        np.testing.assert_array_equal(decoded, values)
-    packed = codes_io.encode_codes(sorted_codes, offsets, num_centroids)
-    broken = dict(packed.arrays, **{"codes.unary.npy": packed.arrays["codes.unary.npy"][:-4]})
+        np.testing.assert_array_equal(decoded, values, err_msg=encoded.encoding)
+    broken = dict(best.arrays, **{"codes.unary.npy": best.arrays["codes.unary.npy"][:-4]})
     with pytest.raises(IndexFormatError, match="one id per token"):
-        codes_io.decode_codes(packed.encoding, broken, offsets, num_centroids)
+        codes_io.decode_codes(best.encoding, broken, offsets, num_centroids)
+    with pytest.raises(IndexFormatError, match="unknown codes_encoding"):
+        codes_io.decode_codes("zstd-1", best.arrays, offsets, num_centroids)
+
+
+@pytest.mark.parametrize("encoding", codes_io.CENTROID_ENCODINGS)
+def test_centroid_encodings_are_idempotent(encoding):
+    rng = np.random.default_rng(0)
+    centroids = rng.normal(size=(50, 16)).astype(np.float32)
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    once = codes_io.round_trip_centroids(centroids, encoding)
+    np.testing.assert_array_equal(codes_io.round_trip_centroids(once, encoding), once)
+    # int8 rows: step at most max|value| / 64
+    bound = {"int8": np.abs(centroids).max(1, keepdims=True) / 128, "float16": 1e-3, "float32": 0}
+    assert (np.abs(once - centroids) <= bound[encoding] + 1e-7).all()
 
 
 def test_residuals_are_mapped_from_the_index_file(built):

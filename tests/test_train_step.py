@@ -47,53 +47,66 @@ SCHEDULE = state_lib.learning_rate_schedule(1e-2, warmup_steps=2, total_steps=10
 OPTIMIZER = state_lib.make_optimizer(SCHEDULE, weight_decay=0.01, max_grad_norm=1.0)
 
 
-def train(num_devices, steps=3, accum_steps=1):
+def train(num_devices, steps=2, accum_steps=1):
+    """Params after each step and the metrics of each step."""
     mesh = step_lib.make_data_mesh(jax.devices()[:num_devices])
     state = step_lib.place_state(state_lib.create_state(init_params(), OPTIMIZER, seed=0), mesh)
     fn = step_lib.make_train_step(
         stand_in_loss, OPTIMIZER, mesh, accum_steps=accum_steps, schedule=SCHEDULE
     )
-    history = []
+    params, history = [], []
     for i in range(steps):
         state, metrics = fn(state, step_lib.shard_batch(make_batch(i), mesh))
+        params.append(jax.device_get(state.params))
         history.append(jax.device_get(metrics))
-    return jax.device_get(state), history, fn
+    assert int(state.step) == steps
+    return params, history
 
 
-def test_eight_devices_match_one():
+@pytest.fixture(scope="module")
+def eight_devices():
     assert jax.device_count() == 8
-    eight, m8, _ = train(8)
-    one, m1, _ = train(1)
-    for a, b in zip(jax.tree.leaves(eight.params), jax.tree.leaves(one.params)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    return train(8)
+
+
+def assert_trees_close(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_eight_devices_match_one(eight_devices):
+    params8, m8 = eight_devices
+    params1, m1 = train(1)
+    assert_trees_close(params8[-1], params1[-1])
     np.testing.assert_allclose([m["loss"] for m in m8], [m["loss"] for m in m1], rtol=1e-5)
-    assert int(eight.step) == 3
 
 
-def test_update_is_the_mean_of_per_device_gradients():
+def test_update_is_the_mean_of_per_device_gradients(eight_devices):
     # What a pmapped step computes: each device's gradient on its shard, then pmean.
     params = init_params()
     batch = make_batch(0)
     shards = [jax.tree.map(lambda x, i=i: x[i * 2 : (i + 1) * 2], batch) for i in range(8)]
     grads = [jax.grad(lambda p, s: stand_in_loss(p, s, None)[0])(params, s) for s in shards]
     mean_grad = jax.tree.map(lambda *g: sum(g) / 8, *grads)
-    opt_state = OPTIMIZER.init(params)
-    updates, _ = OPTIMIZER.update(mean_grad, opt_state, params)
-    expected = optax.apply_updates(params, updates)
-
-    got, metrics, _ = train(8, steps=1)
-    for a, b in zip(jax.tree.leaves(got.params), jax.tree.leaves(expected)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(metrics[0]["grad_norm"], optax.global_norm(mean_grad), rtol=1e-5)
+    updates, _ = OPTIMIZER.update(mean_grad, OPTIMIZER.init(params), params)
+    assert_trees_close(eight_devices[0][0], optax.apply_updates(params, updates))
+    np.testing.assert_allclose(
+        eight_devices[1][0]["grad_norm"], optax.global_norm(mean_grad), rtol=1e-5
+    )
 
 
-@pytest.mark.parametrize("accum_steps", [2, 4])
-def test_gradient_accumulation_matches_full_batch(accum_steps):
-    full, mf, _ = train(8, steps=2)
-    accumulated, ma, _ = train(8, steps=2, accum_steps=accum_steps)
-    for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(accumulated.params)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(mf[-1]["loss"], ma[-1]["loss"], rtol=1e-5)
+def test_gradient_accumulation_matches_full_batch(eight_devices):
+    params4, m4 = train(8, accum_steps=4)  # 4 microbatches of 4 rows, strided over devices
+    assert_trees_close(eight_devices[0][-1], params4[-1])
+    np.testing.assert_allclose(eight_devices[1][-1]["loss"], m4[-1]["loss"], rtol=1e-5)
+
+
+def test_learning_rate_is_reported_and_follows_warmup_then_decay(eight_devices):
+    lrs = [float(m["learning_rate"]) for m in eight_devices[1]]
+    np.testing.assert_allclose(lrs, [0.0, 5e-3], rtol=1e-6, atol=1e-9)
+    assert float(SCHEDULE(2)) == pytest.approx(1e-2)
+    assert float(SCHEDULE(6)) == pytest.approx(1e-2 * (10 - 6) / 8)
+    assert float(SCHEDULE(10)) == pytest.approx(0.0)
 
 
 def test_compiles_once_and_donates_state():
@@ -101,19 +114,11 @@ def test_compiles_once_and_donates_state():
     state = step_lib.place_state(state_lib.create_state(init_params(), OPTIMIZER, seed=0), mesh)
     fn = step_lib.make_train_step(stand_in_loss, OPTIMIZER, mesh)
     old = state
-    for i in range(4):
+    for i in range(3):
         state, _ = fn(state, step_lib.shard_batch(make_batch(i), mesh))
     assert fn._cache_size() == 1
     assert all(leaf.is_deleted() for leaf in jax.tree.leaves(old.params))
     assert state.params["embedding"].sharding.is_fully_replicated
-
-
-def test_learning_rate_is_reported_and_follows_warmup_then_decay():
-    _, history, _ = train(8, steps=3)
-    lrs = [float(m["learning_rate"]) for m in history]
-    np.testing.assert_allclose(lrs, [0.0, 5e-3, 1e-2], rtol=1e-6, atol=1e-9)
-    assert float(SCHEDULE(6)) == pytest.approx(1e-2 * (10 - 6) / 8)
-    assert float(SCHEDULE(10)) == pytest.approx(0.0)
 
 
 def test_clipping_bounds_the_gradient_norm():

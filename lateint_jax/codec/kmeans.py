@@ -44,9 +44,13 @@ def sample_doc_indices(num_docs: int, seed: int = 0) -> np.ndarray:
     return np.sort(rng.choice(num_docs, size=count, replace=False))
 
 
-def block_rows(num_centroids: int) -> int:
-    """Rows per assignment block so that a block's scores stay near SCORE_BLOCK_ELEMENTS."""
-    return int(max(256, min(65536, SCORE_BLOCK_ELEMENTS // max(num_centroids, 1))))
+def block_rows(num_centroids: int, num_points: int | None = None) -> int:
+    """Rows per assignment block: scores stay near SCORE_BLOCK_ELEMENTS, and a small input gets
+    the next power of two at or above its size (few distinct shapes, so few compilations)."""
+    rows = int(max(256, min(65536, SCORE_BLOCK_ELEMENTS // max(num_centroids, 1))))
+    if num_points is not None:
+        rows = min(rows, max(256, 1 << max(int(num_points) - 1, 0).bit_length()))
+    return rows
 
 
 @jax.jit
@@ -84,7 +88,7 @@ def assign_nearest(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
             f"points [M, D] and centroids [C, D] must share D, got {points.shape} and "
             f"{centroids.shape}"
         )
-    rows = min(block_rows(centroids.shape[0]), max(points.shape[0], 1))
+    rows = block_rows(centroids.shape[0], points.shape[0])
     cents = jnp.asarray(centroids, jnp.float32)
     codes = np.empty(points.shape[0], np.int32)
     for block, valid, start in _blocks(points, rows):

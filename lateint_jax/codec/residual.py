@@ -70,14 +70,14 @@ def compress(
     width = packed_width(d, nbits)
     codes = np.empty(m, np.int32)
     packed = np.empty((m, width), np.uint8)
-    rows = block_rows(centroids.shape[0]) * 4  # a bigger block amortises the Python loop
+    rows = block_rows(centroids.shape[0], m) * 4  # a bigger block amortises the Python loop
     cents = jnp.asarray(centroids, jnp.float32)
     cuts = jnp.asarray(bucket_cutoffs, jnp.float32)
     for start in tqdm(range(0, m, rows), desc="compress", unit="block", disable=not progress):
         block = np.asarray(embeddings[start : start + rows], np.float32)
         n = block.shape[0]
         block_codes = assign_nearest(block, centroids)
-        if n < rows and m > rows:  # pad the tail so the jitted encoder sees one shape
+        if n < rows:  # pad the tail so the jitted encoder sees one shape
             block = np.pad(block, ((0, rows - n), (0, 0)))
             block_codes = np.pad(block_codes, (0, rows - n))
         out = _encode_block(jnp.asarray(block), jnp.asarray(block_codes), cents, cuts, nbits)

@@ -18,6 +18,10 @@ def configure(parser) -> None:
     parser.add_argument("--nway", type=int, default=8, help="documents kept per tuple")
     parser.add_argument("--max-length", type=int, default=None, help="pair length (tokens)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--sample", type=int, default=None, help="score only this many tuples (a seeded sample)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of --sample")
 
 
 def run(args) -> int:
@@ -46,6 +50,12 @@ def run(args) -> int:
                 line[key] = line[key][: args.nway - 1]
         lines.append(line)
         pairs += [(query, d) for d in documents[: args.nway]]
+    if args.sample is not None and args.sample < len(lines):
+        import numpy as np
+
+        keep = np.sort(np.random.default_rng(args.seed).permutation(len(lines))[: args.sample])
+        lines = [lines[i] for i in keep]
+        pairs = [pairs[i * args.nway + j] for i in keep for j in range(args.nway)]
     model = CrossEncoder.from_pretrained(args.model, max_length=args.max_length)
     scores = model.score([q for q, _ in pairs], [d for _, d in pairs], batch_size=args.batch_size)
     for i, line in enumerate(lines):

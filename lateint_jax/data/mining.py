@@ -112,3 +112,17 @@ def mine_tuples(
             "%d queries had fewer than %d negatives and were skipped", short, num_negatives
         )
     return lines
+
+
+def with_texts(lines: list[dict], corpus: dict[str, str], queries: dict[str, str]) -> list[dict]:
+    """Mined tuples with their texts inlined ("query", "positive", "negatives"), so they train
+    without the corpus at hand (e.g. after reading the data through TFDS)."""
+    return [
+        {
+            **line,
+            "query": queries[line["qid"]],
+            "positive": corpus[line["pos_id"]],
+            "negatives": [corpus[d] for d in line["neg_ids"]],
+        }
+        for line in lines
+    ]

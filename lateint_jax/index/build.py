@@ -19,6 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lateint_jax.codec.bitpack import check_nbits, packed_width
+from lateint_jax.codec.codes_io import round_trip_centroids
 from lateint_jax.codec.kmeans import (
     assign_nearest,
     default_num_centroids,
@@ -28,7 +29,7 @@ from lateint_jax.codec.kmeans import (
 from lateint_jax.codec.residual import compress, fit_buckets
 from lateint_jax.errors import InputError
 from lateint_jax.index.layout import DenseArrays, IndexArrays, build_ivf, sort_tokens_by_code
-from lateint_jax.index.storage import save_dense_index, save_index
+from lateint_jax.index.storage import CENTROIDS_ENCODING, save_dense_index, save_index
 
 HELDOUT_FRACTION = 0.05
 MAX_HELDOUT = 50_000
@@ -42,9 +43,9 @@ def check_doc_ids(doc_ids: Sequence[str], count: int, existing: Sequence[str] = 
     ids = list(doc_ids)
     if len(ids) != count:
         raise InputError(f"got {count} documents but {len(ids)} ids")
-    bad = next((i for i in ids if not isinstance(i, str) or not i), None)
-    if bad is not None or any(not isinstance(i, str) for i in ids):
-        raise InputError(f"document ids must be non-empty strings, got {bad!r}")
+    bad = [i for i in ids if not isinstance(i, str) or not i]
+    if bad:
+        raise InputError(f"document ids must be non-empty strings, got {bad[0]!r}")
     seen: set[str] = set()
     duplicates = sorted({i for i in ids if i in seen or seen.add(i)})
     if duplicates:
@@ -102,6 +103,19 @@ def compress_documents(doc_embeddings, centroids, bucket_cutoffs, nbits, *, prog
     return codes[order], residuals[order], doc_offsets
 
 
+def relabel_by_frequency(centroids, codes, residuals, doc_offsets):
+    """Renumber centroids from most to least used (ties by old id) and re-sort each document's
+    tokens. Frequent centroids then have small, close ids, so the sorted ids of a document have
+    smaller gaps and code shorter (codec.codes_io)."""
+    counts = np.bincount(codes, minlength=centroids.shape[0])
+    order = np.argsort(-counts, kind="stable")
+    new_id = np.empty_like(order)
+    new_id[order] = np.arange(order.size)
+    codes = new_id[codes].astype(np.int32)
+    rows = sort_tokens_by_code(codes, doc_offsets)
+    return centroids[order], codes[rows], residuals[rows]
+
+
 def train_codec(doc_embeddings, num_centroids, nbits, seed, niters, progress):
     """Sample, k-means and bucket quantiles -> (centroids [C, D] (float16-exact), cutoffs, weights)."""
     rng = np.random.default_rng(seed)
@@ -122,8 +136,8 @@ def train_codec(doc_embeddings, num_centroids, nbits, seed, niters, progress):
             f"got {num_centroids}"
         )
     centroids = kmeans(train, int(num_centroids), niters=niters, seed=seed, progress=progress)
-    # The disk holds float16 centroids; encode against exactly those so build == load.
-    centroids = centroids.astype(np.float16).astype(np.float32)
+    # Encode against exactly the centroids the disk will hold, so build == load.
+    centroids = round_trip_centroids(centroids, CENTROIDS_ENCODING)
     nearest = assign_nearest(heldout, centroids)
     cutoffs, weights = fit_buckets(heldout - centroids[nearest], nbits)
     return centroids, cutoffs, weights
@@ -170,6 +184,7 @@ def build_index(
     codes, residuals, doc_offsets = compress_documents(
         doc_embeddings, centroids, cutoffs, nbits, progress=progress
     )
+    centroids, codes, residuals = relabel_by_frequency(centroids, codes, residuals, doc_offsets)
     deleted = np.zeros(len(ids), bool)
     ivf_pids, ivf_offsets = build_ivf(codes, doc_offsets, centroids.shape[0], deleted)
     extra = {

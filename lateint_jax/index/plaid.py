@@ -39,7 +39,7 @@ from jax.sharding import PartitionSpec as P
 from lateint_jax import sharding
 from lateint_jax.codec.residual import decompress
 from lateint_jax.index.layout import IndexArrays
-from lateint_jax.scoring import maxsim_paired
+from lateint_jax.scoring import maxsim
 
 PRUNED = -9999.0  # colbert-ai's score for a query token with no unpruned document token
 TRACE_COUNTS: Counter = Counter()  # traces of each jitted stage, for the no-recompilation test
@@ -69,6 +69,15 @@ class PlaidParams:
             ),
             ndocs=int(base[2] if ndocs is None else ndocs),
         )
+
+
+@dataclass(frozen=True)
+class Statics:
+    """The hashable part of a placed index: a static argument of the jitted stages."""
+
+    mesh: Mesh
+    nbits: int
+    docs_per_shard: int
 
 
 @dataclass
@@ -103,6 +112,18 @@ class PlaidShards:
     @property
     def doc_tokens(self) -> int:
         return int(self.doc_codes.shape[0])
+
+    @functools.cached_property
+    def statics(self) -> Statics:
+        return Statics(self.mesh, self.nbits, self.docs_per_shard)
+
+    @functools.cached_property
+    def doc_arrays(self) -> tuple:
+        """What stage 5 reads: (centroids, bucket_weights, doc_codes, residuals, lengths)."""
+        return (
+            self.centroids, self.bucket_weights, self.doc_codes, self.doc_residuals,
+            self.doc_lengths,
+        )  # fmt: skip
 
 
 def bucket(n: int, minimum: int = 1) -> int:
@@ -176,20 +197,40 @@ def place(arrays: IndexArrays, mesh: Mesh) -> PlaidShards:
     )
 
 
-# ---------------------------------------------------------------- per-shard stages (pure jnp)
+# ---------------------------------------------------------- per-query stages (pure jnp)
+# One query at a time (the batch goes through `lax.map`): a query's [C + 1, Q] score table is
+# about 1 MiB and stays in cache, where a [B, C + 1, Q] batch of tables would not.
 
 
-def centroid_scores(queries: jax.Array, centroids: jax.Array) -> jax.Array:
-    """queries [B, Q, D], centroids [C, D] -> S [B, Q, C] float32."""
-    return jnp.einsum("BQD,CD->BQC", queries, centroids, preferred_element_type=jnp.float32)
+def score_table(query: jax.Array, centroids: jax.Array) -> jax.Array:
+    """query [Q, D], centroids [C, D] -> centroid scores [C + 1, Q] float32; row C (the id
+    padding tokens carry) is -9999 so it never wins a max."""
+    scores = jnp.einsum("QD,CD->CQ", query, centroids, preferred_element_type=jnp.float32)
+    return jnp.concatenate([scores, jnp.full((1, scores.shape[1]), PRUNED, jnp.float32)])
 
 
-def probe_cells(scores: jax.Array, query_mask: jax.Array, ncells: int) -> jax.Array:
-    """The top `ncells` centroids of every real query token: scores [B, Q, C] -> [B, Q * ncells]
-    centroid ids, -1 for padding query tokens."""
-    cells = jax.lax.top_k(scores, ncells)[1]  # [B, Q, ncells]
-    cells = jnp.where(query_mask[..., None], cells, -1)
-    return cells.reshape(cells.shape[0], -1)
+def prune(table: jax.Array, threshold: float) -> jax.Array:
+    """Centroids whose best query-token score is below `threshold` -> -9999 (colbert-ai's
+    `idx` bitmask): table [C + 1, Q] -> [C + 1, Q]."""
+    return jnp.where(table.max(axis=1, keepdims=True) >= threshold, table, PRUNED)
+
+
+def probe_cells(table: jax.Array, query_mask: jax.Array, ncells: int) -> jax.Array:
+    """The `ncells` best centroids of every real query token: table [C + 1, Q], query_mask [Q]
+    -> [Q * ncells] centroid ids, -1 for padding tokens. (Repeated argmax: XLA's CPU top_k is
+    a full sort, far slower for the 1-4 cells PLAID probes.)"""
+    scores = table[:-1].T  # [Q, C]
+    if ncells > 8:
+        cells = jax.lax.top_k(scores, ncells)[1]
+    else:
+        cells = []
+        for _ in range(ncells):
+            best = jnp.argmax(scores, axis=1)
+            cells.append(best)
+            scores = scores.at[jnp.arange(scores.shape[0]), best].set(-jnp.inf)
+        cells = jnp.stack(cells, axis=1)
+    cells = cells.astype(jnp.int32)  # [Q, ncells]
+    return jnp.where(query_mask[:, None], cells, -1).reshape(-1)
 
 
 def candidate_bitmap(
@@ -197,23 +238,19 @@ def candidate_bitmap(
 ) -> jax.Array:
     """Union of the cells' inverted lists as a bitmap over the shard's documents.
 
-    cells [B, E] (-1 = none), ivf_pids [L], ivf_offsets [C + 1] -> [B, num_docs] bool. The
-    lists are concatenated into `entries` static slots (at least the sum of the E largest).
+    cells [E] (-1 = none), ivf_pids [L], ivf_offsets [C + 1] -> [num_docs] bool. The lists are
+    concatenated into `entries` static slots (at least the sum of the E largest lists).
     """
     safe = jnp.maximum(cells, 0)
     starts = ivf_offsets[safe]
     sizes = jnp.where(cells >= 0, ivf_offsets[safe + 1] - starts, 0)
-    ends = jnp.cumsum(sizes, axis=1)  # [B, E]
+    ends = jnp.cumsum(sizes)  # [E]
     slot = jnp.arange(entries, dtype=ends.dtype)
-    which = jax.vmap(lambda e: jnp.searchsorted(e, slot, side="right"))(ends)  # [B, entries]
-    which = jnp.minimum(which, cells.shape[1] - 1)
-    before = jnp.take_along_axis(ends - sizes, which, axis=1)
-    entry = jnp.take_along_axis(starts, which, axis=1) + slot[None, :] - before
+    which = jnp.minimum(jnp.searchsorted(ends, slot, side="right"), cells.shape[0] - 1)
+    entry = starts[which] + slot - (ends - sizes)[which]
     docs = ivf_pids[jnp.clip(entry, 0, ivf_pids.shape[0] - 1)]
-    docs = jnp.where(slot[None, :] < ends[:, -1:], docs, num_docs)  # spare slots -> sentinel
-    rows = jnp.arange(cells.shape[0])[:, None]
-    bitmap = jnp.zeros((cells.shape[0], num_docs + 1), bool).at[rows, docs].set(True)
-    return bitmap[:, :num_docs]
+    docs = jnp.where(slot < ends[-1], docs, num_docs)  # spare slots -> a sentinel column
+    return jnp.zeros(num_docs + 1, bool).at[docs].set(True)[:num_docs]
 
 
 def centroid_interaction(
@@ -221,43 +258,31 @@ def centroid_interaction(
 ) -> jax.Array:
     """Approximate MaxSim from centroid scores alone.
 
-    table [B, C + 1, Q] (row C = pad), doc_codes [T, N] int32, docs [B, n] local doc numbers,
-    query_mask [B, Q] -> [B, n] = sum over real q of max over tokens t of table[code_t, q].
+    table [C + 1, Q], doc_codes [T, N] int32 (pad = C), docs [n] local doc numbers, query_mask
+    [Q] -> [n] = sum over real q of max over tokens t of table[code_t, q]. A scan over token
+    positions gathers one [n, Q] block per step and keeps a running max.
     """
-    codes = doc_codes[:, docs]  # [T, B, n]
 
     def step(best, codes_t):
-        return jnp.maximum(best, jnp.take_along_axis(table, codes_t[..., None], axis=1)), None
+        return jnp.maximum(best, table[codes_t]), None
 
-    start = jnp.full((*docs.shape, table.shape[2]), PRUNED, jnp.float32)
-    best, _ = jax.lax.scan(step, start, codes, unroll=4)  # [B, n, Q]
-    return jnp.where(query_mask[:, None, :], best, 0.0).sum(-1)
-
-
-def score_table(scores: jax.Array, threshold=None) -> jax.Array:
-    """S [B, Q, C] -> [B, C + 1, Q] lookup table with a pad row; with a threshold, centroids
-    whose best query-token score is below it are pruned to -9999 (colbert-ai's `idx`)."""
-    table = jnp.swapaxes(scores, 1, 2)
-    if threshold is not None:
-        keep = table.max(axis=2, keepdims=True) >= threshold
-        table = jnp.where(keep, table, PRUNED)
-    pad = jnp.full((table.shape[0], 1, table.shape[2]), PRUNED, table.dtype)
-    return jnp.concatenate([table, pad], axis=1)
+    start = jnp.full((docs.shape[0], table.shape[1]), PRUNED, jnp.float32)
+    best, _ = jax.lax.scan(step, start, doc_codes[:, docs], unroll=4)  # [n, Q]
+    return jnp.where(query_mask[None, :], best, 0.0).sum(-1)
 
 
-def exact_scores(queries, query_mask, docs, doc_arrays, nbits: int):
-    """Decompress docs [B, n] (local numbers) and score them with MaxSim -> [B, n].
+def exact_scores(query, query_mask, docs, doc_arrays, nbits: int):
+    """Decompress docs [n] (local numbers) and score them against query [Q, D] -> [n].
 
     doc_arrays = (centroids [C, D], bucket_weights, doc_codes [T, N], doc_residuals [N, T, R],
     doc_lengths [N]) of this shard."""
     centroids, weights, doc_codes, doc_residuals, doc_lengths = doc_arrays
-    (b, n), tokens = docs.shape, doc_codes.shape[0]
-    codes = jnp.minimum(doc_codes[:, docs], centroids.shape[0] - 1)  # [T, B, n]; pads masked
-    codes = jnp.moveaxis(codes, 0, -1).reshape(-1)
+    n, tokens = docs.shape[0], doc_codes.shape[0]
+    codes = jnp.minimum(doc_codes[:, docs].T, centroids.shape[0] - 1).reshape(-1)  # pads masked
     packed = doc_residuals[docs].reshape(codes.shape[0], -1)
-    vectors = decompress(centroids, weights, codes, packed, nbits).reshape(b, n, tokens, -1)
-    token_mask = jnp.arange(tokens)[None, None, :] < doc_lengths[docs][..., None]
-    return maxsim_paired(queries, vectors, token_mask, query_mask)
+    vectors = decompress(centroids, weights, codes, packed, nbits).reshape(n, tokens, -1)
+    token_mask = jnp.arange(tokens)[None, :] < doc_lengths[docs][:, None]
+    return maxsim(query[None], vectors, token_mask, query_mask[None])[0]
 
 
 # ----------------------------------------------------------------------- jitted entry points
@@ -269,30 +294,31 @@ def candidate_entries(shards: PlaidShards, query_tokens: int, ncells: int) -> in
     return bucket(int(shards.list_sizes[:, probes - 1].max()), 64)
 
 
-@functools.partial(jax.jit, static_argnames=("shards_static", "ncells", "entries", "use_ivf"))
-def _candidates(
-    queries, query_mask, allowed, centroids, ivf_pids, ivf_offsets, *,
-    shards_static, ncells, entries, use_ivf,
-):  # fmt: skip
-    mesh, per_shard = shards_static
+@functools.partial(jax.jit, static_argnames=("statics", "ncells", "entries", "use_ivf"))
+def _candidates(queries, query_mask, allowed, centroids, ivf_pids, ivf_offsets, *, statics,
+                ncells, entries, use_ivf):  # fmt: skip
     TRACE_COUNTS["candidates"] += 1
+    per_shard = statics.docs_per_shard
 
     def per_shard_fn(queries, query_mask, allowed, centroids, ivf_pids, ivf_offsets):
-        scores = centroid_scores(queries, centroids)
-        if use_ivf:
-            cells = probe_cells(scores, query_mask, ncells)
+        def one_query(args):
+            query, mask = args
+            table = score_table(query, centroids)
+            if not use_ivf:  # an explicit subset: every allowed document is a candidate
+                return table, allowed
+            cells = probe_cells(table, mask, ncells)
             bitmap = candidate_bitmap(cells, ivf_pids[0], ivf_offsets[0], per_shard, entries)
-            bitmap = bitmap & allowed[None, :]
-        else:  # an explicit subset: every allowed document is a candidate, as in colbert-ai
-            bitmap = jnp.broadcast_to(allowed[None, :], (queries.shape[0], per_shard))
-        counts = bitmap.sum(axis=1, dtype=jnp.int32)
+            return table, bitmap & allowed
+
+        tables, bitmaps = jax.lax.map(one_query, (queries, query_mask))
+        counts = bitmaps.sum(axis=1, dtype=jnp.int32)
         data = sharding.DATA_AXIS
-        return scores, bitmap, jax.lax.pmax(counts, data), jax.lax.psum(counts, data)
+        return tables, bitmaps, jax.lax.pmax(counts, data), jax.lax.psum(counts, data)
 
     data = sharding.DATA_AXIS
     return jax.shard_map(
         per_shard_fn,
-        mesh=mesh,
+        mesh=statics.mesh,
         in_specs=(P(), P(), P(data), P(), P(data), P(data)),
         out_specs=(P(), P(None, data), P(), P()),
         check_vma=False,
@@ -301,92 +327,88 @@ def _candidates(
 
 def candidates(shards: PlaidShards, queries, query_mask, allowed, params: PlaidParams, k: int,
                use_ivf: bool = True):  # fmt: skip
-    """Stages 1-2 -> (S [B, Q, C], bitmap [B, N] sharded, most candidates in a shard [B]).
-
-    When some query finds fewer than k candidates (tiny corpora, few query tokens), its batch
-    probes 4x more cells until it has k or probes them all, so k results always come back.
-    """
+    """Stages 1-2 -> (tables [B, C + 1, Q], bitmap [B, N] sharded, most candidates in a shard
+    [B]). When some query finds fewer than k candidates (tiny corpora, few query tokens), the
+    batch probes 4x more cells until each has k or every cell is probed."""
     ncells = min(params.ncells, shards.num_centroids)
     while True:
         entries = candidate_entries(shards, queries.shape[1], ncells)
-        scores, bitmap, most, total = _candidates(
+        tables, bitmap, most, total = _candidates(
             queries, query_mask, allowed, shards.centroids, shards.ivf_pids, shards.ivf_offsets,
-            shards_static=(shards.mesh, shards.docs_per_shard), ncells=ncells, entries=entries,
-            use_ivf=use_ivf,
+            statics=shards.statics, ncells=ncells, entries=entries, use_ivf=use_ivf,
         )  # fmt: skip
-        real = np.asarray(query_mask).any(axis=1)
-        if not use_ivf or ncells >= shards.num_centroids or np.all(np.asarray(total)[real] >= k):
-            return scores, bitmap, most
+        if not use_ivf or ncells >= shards.num_centroids:
+            return tables, bitmap, most
+        real = query_mask.any(axis=1)
+        if np.all(np.asarray(total)[real] >= k):
+            return tables, bitmap, most
         ncells = min(ncells * 4, shards.num_centroids)
 
 
-@functools.partial(jax.jit, static_argnames=("statics", "width", "ndocs", "survivors", "k"))
-def _rank(queries, query_mask, scores, bitmap, threshold, arrays, *, statics, width, ndocs,
-          survivors, k):  # fmt: skip
-    shards_meta = statics
-    TRACE_COUNTS["rank"] += 1
-    per_shard = shards_meta.docs_per_shard
+def _top(scores: jax.Array, ids: jax.Array, k: int) -> jax.Array:
+    """ids [B, n] of the k best scores [B, n], -1 where the score is -inf."""
+    best, where = jax.lax.top_k(scores, min(k, scores.shape[1]))
+    return jnp.where(jnp.isfinite(best), jnp.take_along_axis(ids, where, axis=1), -1), best
 
-    def per_shard_fn(queries, query_mask, scores, bitmap, threshold, arrays):
+
+@functools.partial(
+    jax.jit, static_argnames=("statics", "threshold", "width", "ndocs", "survivors", "k")
+)
+def _rank(queries, query_mask, tables, bitmap, arrays, *, statics, threshold, width, ndocs,
+          survivors, k):  # fmt: skip
+    TRACE_COUNTS["rank"] += 1
+    per_shard = statics.docs_per_shard
+
+    def per_shard_fn(queries, query_mask, tables, bitmap, arrays):
         doc_codes = arrays[2]
         offset = sharding.shard_offset(per_shard)
-        # stage 3: pruned centroid interaction over this shard's candidates
-        found = jax.vmap(lambda row: jnp.nonzero(row, size=width, fill_value=per_shard)[0])
-        docs = found(bitmap)  # [B, width]
-        is_doc = docs < per_shard
-        docs = jnp.minimum(docs, per_shard - 1).astype(jnp.int32)
-        approx = centroid_interaction(score_table(scores, threshold), doc_codes, docs, query_mask)
-        approx = jnp.where(is_doc, approx, -jnp.inf)
-        best, ids = sharding.merge_top_k(*sharding.local_top_k(approx, docs, ndocs, offset), ndocs)
-        # stage 4: unpruned centroid interaction on the global best `ndocs`
+
+        def stage3(args):  # pruned centroid interaction over this shard's candidates
+            table, mask, row = args
+            docs = jnp.nonzero(row, size=width, fill_value=per_shard)[0]
+            found = docs < per_shard
+            docs = jnp.minimum(docs, per_shard - 1).astype(jnp.int32)
+            approx = centroid_interaction(prune(table, threshold), doc_codes, docs, mask)
+            return jnp.where(found, approx, -jnp.inf), docs
+
+        approx, docs = jax.lax.map(stage3, (tables, query_mask, bitmap))
+        best, ids = sharding.local_top_k(approx, docs, ndocs, offset)
+        _, ids = sharding.merge_top_k(best, ids, ndocs)  # [B, ndocs], global
+
+        def stage4(args):  # full centroid interaction on the global best ndocs
+            table, mask, local = args
+            return centroid_interaction(table, doc_codes, local, mask)
+
         mine, local = sharding.owned(ids, offset, per_shard)
-        full = centroid_interaction(score_table(scores), doc_codes, local, query_mask)
-        full = sharding.combine_owned(full, mine, ids >= 0)
-        best, where = jax.lax.top_k(full, min(survivors, full.shape[1]))
-        ids = jnp.where(jnp.isfinite(best), jnp.take_along_axis(ids, where, axis=1), -1)
-        # stage 5: decompress and score exactly
+        full = jax.lax.map(stage4, (tables, query_mask, local))
+        ids, _ = _top(sharding.combine_owned(full, mine, ids >= 0), ids, survivors)
+
+        def stage5(args):  # decompress and score exactly
+            query, mask, local = args
+            return exact_scores(query, mask, local, arrays, statics.nbits)
+
         mine, local = sharding.owned(ids, offset, per_shard)
-        exact = exact_scores(queries, query_mask, local, arrays, shards_meta.nbits)
-        exact = sharding.combine_owned(exact, mine, ids >= 0)
-        best, where = jax.lax.top_k(exact, min(k, exact.shape[1]))
-        ids = jnp.where(jnp.isfinite(best), jnp.take_along_axis(ids, where, axis=1), -1)
+        exact = jax.lax.map(stage5, (queries, query_mask, local))
+        ids, best = _top(sharding.combine_owned(exact, mine, ids >= 0), ids, k)
         return best, ids
 
     data = sharding.DATA_AXIS
     array_specs = (P(), P(), P(None, data), P(data), P(data))
     return jax.shard_map(
         per_shard_fn,
-        mesh=shards_meta.mesh,
-        in_specs=(P(), P(), P(), P(None, data), P(), array_specs),
+        mesh=statics.mesh,
+        in_specs=(P(), P(), P(), P(None, data), array_specs),
         out_specs=(P(), P()),
         check_vma=False,
-    )(queries, query_mask, scores, bitmap, threshold, arrays)
+    )(queries, query_mask, tables, bitmap, arrays)
 
 
-@dataclass(frozen=True)
-class _Statics:
-    """The hashable, static part of PlaidShards (a jit static argument)."""
-
-    mesh: Mesh
-    nbits: int
-    docs_per_shard: int
-    num_centroids: int
-    doc_tokens: int
-
-
-def rank(shards: PlaidShards, queries, query_mask, scores, bitmap, most, params, k: int):
+def rank(shards: PlaidShards, queries, query_mask, tables, bitmap, most, params, k: int):
     """Stages 3-5 -> (scores [B, k], global doc numbers [B, k], -1 where fewer were found)."""
     width = min(bucket(int(np.max(most, initial=1)), 128), shards.docs_per_shard)
-    statics = _Statics(
-        shards.mesh, shards.nbits, shards.docs_per_shard, shards.num_centroids, shards.doc_tokens
-    )
-    arrays = (
-        shards.centroids, shards.bucket_weights, shards.doc_codes, shards.doc_residuals,
-        shards.doc_lengths,
-    )  # fmt: skip
     survivors = max(params.ndocs // 4, k)
     return _rank(
-        queries, query_mask, scores, bitmap, jnp.float32(params.centroid_score_threshold),
-        arrays, statics=statics, width=width, ndocs=max(params.ndocs, survivors),
-        survivors=survivors, k=k,
+        queries, query_mask, tables, bitmap, shards.doc_arrays, statics=shards.statics,
+        threshold=float(params.centroid_score_threshold), width=width,
+        ndocs=max(params.ndocs, survivors), survivors=survivors, k=k,
     )  # fmt: skip

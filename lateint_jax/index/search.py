@@ -168,7 +168,9 @@ class Index:
         use_ivf = subset_ids is None
 
         def score_batch(q, mask):
-            scores, bitmap, most = plaid.candidates(self.shards, q, mask, allowed, params, k, use_ivf)
+            scores, bitmap, most = plaid.candidates(
+                self.shards, q, mask, allowed, params, k, use_ivf
+            )
             return plaid.rank(self.shards, q, mask, scores, bitmap, most, params, k)
 
         return self._run(queries, k, score_batch)

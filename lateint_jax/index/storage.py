@@ -26,6 +26,8 @@ from lateint_jax.index.layout import DenseArrays, IndexArrays, build_ivf
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
 IDS_FILE = "doc_ids.json"
+# How centroids are stored (codec.codes_io): int8 rows with power-of-two scales.
+CENTROIDS_ENCODING = "int8"
 
 
 class _HashingWriter:
@@ -131,9 +133,9 @@ def save_index(arrays: IndexArrays, index_dir, overwrite: bool = False) -> None:
 
     def fill(tmp: Path):
         files = {}
-        files["centroids.npy"] = _write_array(
-            tmp, "centroids.npy", arrays.centroids.astype(np.float16)
-        )
+        stored = codes_io.encode_centroids(arrays.centroids, CENTROIDS_ENCODING)
+        for name, array in stored.items():
+            files[name] = _write_array(tmp, name, array)
         files["bucket_cutoffs.npy"] = _write_array(tmp, "bucket_cutoffs.npy", arrays.bucket_cutoffs)
         files["bucket_weights.npy"] = _write_array(tmp, "bucket_weights.npy", arrays.bucket_weights)
         encoded = codes_io.encode_codes(arrays.codes, arrays.doc_offsets, arrays.num_centroids)
@@ -153,6 +155,7 @@ def save_index(arrays: IndexArrays, index_dir, overwrite: bool = False) -> None:
             "num_embeddings": arrays.num_embeddings,
             "num_centroids": arrays.num_centroids,
             "codes_encoding": encoded.encoding,
+            "centroids_encoding": CENTROIDS_ENCODING,
         }
         return metadata, files
 
@@ -286,7 +289,11 @@ def load_index(index_dir, *, verify_checksums: bool = True, mmap: bool = True) -
     doclens = load("doclens.npy")
     doc_offsets = np.zeros(num_docs + 1, np.int64)
     np.cumsum(doclens, out=doc_offsets[1:])
-    centroids = load("centroids.npy").astype(np.float32)
+    centroid_encoding = metadata.get("centroids_encoding", "float16")
+    centroids = codes_io.decode_centroids(
+        centroid_encoding,
+        {name: load(name) for name in codes_io.centroid_file_names(centroid_encoding)},
+    )
     code_arrays = {name: load(name) for name in codes_io.file_names(encoding)}
     codes = codes_io.decode_codes(encoding, code_arrays, doc_offsets, centroids.shape[0])
     deleted = np.array(load("deleted.npy"), bool)

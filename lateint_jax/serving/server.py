@@ -54,6 +54,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="seconds in-flight requests get to finish after SIGTERM/SIGINT",
     )
     parser.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="do not keep compiled programs in $LATEINT_CACHE/xla (restarts then compile again)",
+    )
+    parser.add_argument(
         "--coordinator",
         help="multi-host: HOST:PORT of process 0 for jax.distributed (all processes)",
     )
@@ -125,7 +130,7 @@ def build_engine(args, log=print):
 
 def banner(host: str, port: int, has_reranker: bool) -> str:
     url = f"http://{host}:{port}"
-    body = '{"query": "why is the sky blue", "k": 3}'
+    body = '{"query": "how do bees find flowers", "k": 3}'
     lines = [
         f"lateint-jax is serving at {url}  (search page: {url}/ , API docs: {url}/docs)",
         "try:",
@@ -136,12 +141,24 @@ def banner(host: str, port: int, has_reranker: bool) -> str:
     return "\n".join(lines)
 
 
+def enable_compile_cache() -> None:
+    """Keep compiled programs on disk so a restart's warm-up reads them instead of compiling."""
+    import jax
+
+    from lateint_jax.serving.demo import cache_dir
+
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def serve(args) -> int:
     import uvicorn
 
     from lateint_jax.serving.app import create_app
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not args.no_compile_cache:
+        enable_compile_cache()
     if args.num_processes > 1:
         from lateint_jax.serving.multihost import serve_multihost
 

@@ -36,6 +36,8 @@ def initialize_distributed() -> None:
     if jax.distributed.is_initialized():
         return
     if "LATEINT_COORDINATOR" in os.environ:
+        # CPU processes need a collectives backend to all-reduce across hosts; no-op elsewhere.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(
             coordinator_address=os.environ["LATEINT_COORDINATOR"],
             num_processes=int(os.environ["LATEINT_NUM_PROCESSES"]),

@@ -1,0 +1,203 @@
+"""How PLAID search latency and memory grow with the corpus: synthetic clustered token vectors
+at 1e5, 1e6 and 1e7 vectors (dim 128, nbits 2).
+
+    python benchmarks/index_scaling.py [--max-size 10000000] [--queries 64]
+
+Each size gets colbert-ai's centroid count (2**floor(log2(16 sqrt(M)))) as random unit
+centroids. A document (60-140 tokens) picks a few "topic" centroids and draws each token around
+one of them (noise of norm about 0.35), so the codec's nearest-centroid step is replaced by the
+generating centroid: the vectors are generated and compressed chunk by chunk with the codec's own
+bucketize/pack_bits, and 1e7 vectors (5 GB as float32) never sit in memory at once. Queries are
+noisy tokens of random documents. Exact search runs where its [N, T, D] float32 copy fits
+(--exact-max, default 1e6).
+
+Reports per size: build seconds, index bytes in device memory, process peak RSS, PLAID latency
+per query (k=10, one at a time and batched) and exact latency, and the growth exponent of PLAID
+latency between sizes (1.0 = linear). Writes benchmarks/results/index_scaling.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "index_scaling.json"
+DIM, NBITS, QUERY_TOKENS = 128, 2, 32
+CHUNK_VECTORS = 1 << 20
+
+
+def synthetic_index(size: int, seed: int = 0):
+    """-> (IndexArrays of about `size` token vectors, sample documents to draw queries from)."""
+    import jax.numpy as jnp
+
+    from lateint_jax.codec.bitpack import pack_bits
+    from lateint_jax.codec.kmeans import default_num_centroids
+    from lateint_jax.codec.residual import bucketize, fit_buckets
+    from lateint_jax.index.layout import IndexArrays, build_ivf, sort_tokens_by_code
+
+    rng = np.random.default_rng(seed)
+    num_centroids = default_num_centroids(size)
+    centroids = rng.standard_normal((num_centroids, DIM)).astype(np.float32)
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    lengths = rng.integers(60, 141, size=max(1, size // 100))
+    lengths = lengths[: np.searchsorted(np.cumsum(lengths), size) + 1]
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    total = int(offsets[-1])
+    # every document draws its tokens around 6 topic centroids
+    topics = rng.integers(0, num_centroids, size=(len(lengths), 6))
+    doc_of_token = np.repeat(np.arange(len(lengths)), lengths)
+    codes = topics[doc_of_token, rng.integers(0, 6, size=total)].astype(np.int32)
+    residuals = np.empty((total, DIM * NBITS // 8), np.uint8)
+    cutoffs = weights = None
+    samples = []
+    for start in range(0, total, CHUNK_VECTORS):
+        stop = min(total, start + CHUNK_VECTORS)
+        noise = rng.standard_normal((stop - start, DIM)).astype(np.float32) * (0.35 / DIM**0.5)
+        points = centroids[codes[start:stop]] + noise
+        points /= np.linalg.norm(points, axis=1, keepdims=True)
+        delta = points - centroids[codes[start:stop]]
+        if cutoffs is None:
+            cutoffs, weights = fit_buckets(delta[:50_000], NBITS)
+        packed = pack_bits(bucketize(jnp.asarray(delta), jnp.asarray(cutoffs)), NBITS)
+        residuals[start:stop] = np.asarray(packed)
+        if len(samples) < 64:  # a few whole documents inside this chunk, for queries
+            first = np.searchsorted(offsets, start, "left")
+            for n in range(first, min(first + 64, len(lengths))):
+                if offsets[n + 1] <= stop and len(samples) < 64:
+                    samples.append(points[offsets[n] - start : offsets[n + 1] - start])
+    order = sort_tokens_by_code(codes, offsets)
+    codes, residuals = codes[order], residuals[order]
+    ivf_pids, ivf_offsets = build_ivf(codes, offsets, num_centroids)
+    arrays = IndexArrays(
+        centroids=centroids,
+        bucket_cutoffs=cutoffs,
+        bucket_weights=weights,
+        codes=codes,
+        residuals=residuals,
+        doc_offsets=offsets.astype(np.int64),
+        ivf_pids=ivf_pids,
+        ivf_offsets=ivf_offsets,
+        doc_ids=[str(n) for n in range(len(lengths))],
+        deleted=np.zeros(len(lengths), bool),
+        nbits=NBITS,
+    )
+    return arrays, samples
+
+
+def make_queries(samples, count: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out = np.empty((count, QUERY_TOKENS, DIM), np.float32)
+    for b in range(count):
+        doc = samples[rng.integers(len(samples))]
+        tokens = doc[rng.integers(0, len(doc), QUERY_TOKENS)]
+        tokens = tokens + rng.standard_normal(tokens.shape) * (0.35 / DIM**0.5)
+        out[b] = tokens / np.linalg.norm(tokens, axis=1, keepdims=True)
+    return out
+
+
+def per_query_ms(search, queries, batch: bool) -> float:
+    search(queries if batch else queries[:1])  # compile this shape first
+    start = time.perf_counter()
+    if batch:
+        search(queries)
+    else:
+        for query in queries:
+            search(query[None])
+    return (time.perf_counter() - start) * 1e3 / len(queries)
+
+
+def device_bytes(shards) -> int:
+    arrays = (
+        shards.centroids, shards.bucket_weights, shards.doc_codes, shards.doc_residuals,
+        shards.doc_lengths, shards.live, shards.ivf_pids, shards.ivf_offsets,
+    )  # fmt: skip
+    return int(sum(a.nbytes for a in arrays))
+
+
+def measure(size: int, queries_count: int, exact_max: int) -> dict:
+    import jax
+
+    from lateint_jax.index.search import Index
+
+    start = time.perf_counter()
+    arrays, samples = synthetic_index(size)
+    build = time.perf_counter() - start
+    index = Index(arrays, devices=jax.devices()[:1])
+    queries = make_queries(samples, queries_count)
+    row = {
+        "token_vectors": arrays.num_embeddings,
+        "documents": arrays.num_docs,
+        "centroids": arrays.num_centroids,
+        "generate_and_compress_seconds": build,
+        "device_bytes": device_bytes(index.shards),
+        "plaid_ms_single": per_query_ms(lambda q: index.search(q, k=10), queries, False),
+        "plaid_ms_batched": per_query_ms(lambda q: index.search(q, k=10), queries, True),
+    }
+    if arrays.num_embeddings <= exact_max:
+        row["exact_ms_batched"] = per_query_ms(lambda q: index.exact_search(q, k=10), queries, True)
+        plaid_hits, exact_hits = index.search(queries, k=10), index.exact_search(queries, k=10)
+        shared = [{d for d, _ in a} & {d for d, _ in b} for a, b in zip(plaid_hits, exact_hits)]
+        row["top10_overlap"] = float(np.mean([len(s) / 10 for s in shared]))
+    row["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--max-size", type=float, default=1e7, help="largest corpus (vectors)")
+    parser.add_argument("--queries", type=int, default=64)
+    parser.add_argument("--exact-max", type=float, default=1e6, help="largest exact-search size")
+    args = parser.parse_args()
+    sizes = [s for s in (100_000, 1_000_000, 10_000_000) if s <= args.max_size]
+    rows = []
+    print(f"{'vectors':>10}{'docs':>8}{'C':>7}{'build s':>9}{'dev MB':>8}{'plaid 1q':>10}"
+          f"{'plaid bat':>10}{'exact bat':>10}{'ov@10':>7}{'RSS MB':>8}   (ms per query)")  # fmt: skip
+    for size in sizes:
+        row = measure(size, args.queries, int(args.exact_max))
+        rows.append(row)
+        print(
+            f"{row['token_vectors']:>10}{row['documents']:>8}{row['centroids']:>7}"
+            f"{row['generate_and_compress_seconds']:>9.1f}{row['device_bytes'] / 2**20:>8.0f}"
+            f"{row['plaid_ms_single']:>10.2f}{row['plaid_ms_batched']:>10.2f}"
+            f"{row.get('exact_ms_batched', float('nan')):>10.2f}"
+            f"{row.get('top10_overlap', float('nan')):>7.3f}{row['peak_rss_bytes'] / 2**20:>8.0f}",
+            flush=True,
+        )
+    for before, after in itertools.pairwise(rows):
+        growth = np.log(after["token_vectors"] / before["token_vectors"])
+        for key in ("plaid_ms_single", "plaid_ms_batched"):
+            after[f"{key}_growth_exponent"] = float(np.log(after[key] / before[key]) / growth)
+        print(
+            f"{before['token_vectors']:.0e} -> {after['token_vectors']:.0e}: PLAID latency grows "
+            f"as size^{after['plaid_ms_single_growth_exponent']:.2f} (one query), "
+            f"size^{after['plaid_ms_batched_growth_exponent']:.2f} (batched)"
+        )
+    report = {
+        "machine": {
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+        },
+        "settings": {"dim": DIM, "nbits": NBITS, "k": 10, "query_tokens": QUERY_TOKENS},
+        "sizes": rows,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, RESULTS)
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

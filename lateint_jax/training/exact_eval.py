@@ -1,0 +1,64 @@
+"""Exact evaluation of a ColBERT checkpoint on a BEIR split: exhaustive MaxSim over the whole
+corpus (no index, no compression), metrics by pytrec_eval. The reference point for
+`lateint evaluate`, which searches a compressed PLAID index.
+
+    python -m lateint_jax.training.exact_eval MODEL_DIR BEIR_FOLDER [--split test]
+        [--doc-maxlen 180] [--json OUT]     (MODEL_DIR "default" = untrained all-MiniLM-L6-v2)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def evaluate_exact(model, beir_folder, split: str = "test", depth: int = 100) -> dict:
+    """{"ndcg@10", "mrr@10", "recall@100"} of `model` (a lateint_jax.encoders.ColBERT)."""
+    from lateint_jax.data import mining, tuples
+    from lateint_jax.eval import evaluate_run
+
+    corpus = tuples.read_beir_corpus(beir_folder)
+    queries = tuples.read_beir_queries(beir_folder)
+    qrels = tuples.read_beir_qrels(beir_folder, split)
+    judged = {q: queries[q] for q in qrels if q in queries}
+    return evaluate_run(mining.colbert_run(model, corpus, judged, depth), qrels)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lateint_jax.encoders import ColBERT
+    from lateint_jax.errors import UserError
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model", help='ColBERT checkpoint dir, hub name, or "default"')
+    parser.add_argument("beir_folder")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--doc-maxlen", type=int, default=180)
+    parser.add_argument("--json", default=None, help="also write the metrics here")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        model = ColBERT.from_pretrained(
+            None if args.model == "default" else args.model, doc_maxlen=args.doc_maxlen
+        )
+        metrics = evaluate_exact(model, args.beir_folder, args.split)
+    except UserError as err:
+        print(f"exact_eval: error: {err}", file=sys.stderr)
+        return 2
+    metrics.update(
+        model=args.model,
+        split=args.split,
+        doc_maxlen=args.doc_maxlen,
+        seconds=round(time.perf_counter() - start, 1),
+    )
+    print(json.dumps(metrics))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
