@@ -42,9 +42,16 @@ def free_port() -> int:
 
 def start_server(cache: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "LATEINT_CACHE": str(cache), "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "LATEINT_CACHE": str(cache),
+        "PYTHONPATH": str(REPO),
+        # One CPU device, as a plain deployment has: fewer programs to compile at warm-up
+        # (sharding over many devices is tested in-process by test_serving_app.py).
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+    }
     process = subprocess.Popen(
-        [sys.executable, str(REPO / "serve.py"), "--port", str(port), "--max-batch", "4", *extra],
+        [sys.executable, str(REPO / "serve.py"), "--port", str(port), "--max-batch", "2", *extra],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -52,7 +59,7 @@ def start_server(cache: Path, *extra: str) -> tuple[subprocess.Popen, str]:
         text=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 420  # generous: CI machines may be busy
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"serve.py exited early:\n{process.stdout.read()}")
@@ -141,8 +148,7 @@ def test_sigterm_lets_the_in_flight_request_finish_and_restart_reloads(cache, se
     process.send_signal(signal.SIGTERM)
     client.join(60)
     log = stop(process)
-    # uvicorn shuts down cleanly, then re-raises SIGTERM so the parent sees why it stopped.
-    assert process.returncode in (0, -signal.SIGTERM), log
+    assert process.returncode == 0, log
     assert "Application shutdown complete" in log
     response = outcome["response"]
     assert response.status_code == 200, response.text

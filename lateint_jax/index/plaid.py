@@ -1,19 +1,21 @@
 """PLAID search over a residual-compressed index, as pure jitted stages sharded by document.
 
 Stages (ColBERTv2/PLAID, as colbert-ai's IndexScorer runs them):
-  1. query-to-centroid scores S [B, Q, C]; the top `ncells` centroids of every query token;
+  1. query-to-centroid scores [C, Q] per query; the top `ncells` centroids of every query token;
   2. candidates: the union of those centroids' inverted lists (a per-query bitmap over the
      shard's documents, so duplicates vanish), compacted to a bucketed static size;
   3. centroid interaction with pruning: each candidate scores sum_q max_t S[q, code_t] over its
      tokens whose centroid has max_q S >= `centroid_score_threshold` (-9999 when none); the best
      `ndocs` over all shards survive;
   4. the same without pruning on those, keeping `ndocs // 4` (at least k);
-  5. decompression of the survivors and exact MaxSim (`scoring.maxsim_paired`); top-k.
+  5. decompression of the survivors (`codec.residual.decompress`) and exact MaxSim
+     (`scoring.maxsim`); top-k.
 
 Layout for speed on CPU: every document's centroid ids are stored padded and transposed,
 `doc_codes` [T, N] (pad id C points at a score row of -9999), so stage 3 is a `lax.scan` over
-token positions whose step gathers one [B, n, Q] block of centroid scores and keeps a running
+token positions whose step gathers one [n, Q] block of centroid scores and keeps a running
 max: about 10 G elements/s on one core, where gathering [n, T, Q] at once runs 20x slower.
+Queries of a batch go through `lax.map` one at a time, so a query's tables stay in cache.
 
 Stages 1-2 (`candidates`) and 3-5 (`rank`) are two jitted calls: the first returns the candidate
 count, which picks the static compaction size bucket for the second. Inside `shard_map`, each
@@ -157,8 +159,7 @@ def _shard_ivf(arrays: IndexArrays, shards: int, per_shard: int):
         keep = ~arrays.deleted[pids]
         pids, cell_of = pids[keep], cell_of[keep]
     shard_of = pids // per_shard
-    counts = np.zeros((shards, c), np.int64)
-    np.add.at(counts, (shard_of, cell_of), 1)
+    counts = np.bincount(shard_of * c + cell_of, minlength=shards * c).reshape(shards, c)
     offsets = np.zeros((shards, c + 1), np.int64)
     np.cumsum(counts, axis=1, out=offsets[:, 1:])
     width = max(int(offsets[:, -1].max()), 1)

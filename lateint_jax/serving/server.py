@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -66,7 +67,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--process-id", type=int, default=0, help="multi-host: this process")
 
 
-def build_engine(args, log=print):
+def build_engine(args, log=print, wrap_index=None):
     """Load encoder, index, corpus and reranker as the flags say; warm up every shape.
 
     Returns (engine, info) where info feeds /stats."""
@@ -103,6 +104,8 @@ def build_engine(args, log=print):
     model_name = colbert.model_name
     log(f"loading index {index_dir} onto {jax.device_count()} device(s) ...")
     index = Index.load(index_dir, devices=jax.devices())
+    if wrap_index is not None:
+        index = wrap_index(index)
     reranker = None
     if args.reranker:
         log(f"loading reranker {args.reranker} ...")
@@ -152,19 +155,24 @@ def enable_compile_cache() -> None:
 
 
 def serve(args) -> int:
-    import uvicorn
-
-    from lateint_jax.serving.app import create_app
-
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if not args.no_compile_cache:
+    if not args.no_compile_cache and args.num_processes == 1:
         enable_compile_cache()
     if args.num_processes > 1:
         from lateint_jax.serving.multihost import serve_multihost
 
         return serve_multihost(args)
     log = lambda message: print(message, file=sys.stderr, flush=True)
-    engine, info = build_engine(args, log=log)
+    return run_uvicorn(args, log)
+
+
+def run_uvicorn(args, log, wrap_index=None) -> int:
+    """Build the engine, then serve until SIGTERM/SIGINT (in-flight requests finish first)."""
+    import uvicorn
+
+    from lateint_jax.serving.app import create_app
+
+    engine, info = build_engine(args, log=log, wrap_index=wrap_index)
     app = create_app(engine, index_info=info)
     config = uvicorn.Config(
         app,
@@ -174,5 +182,23 @@ def serve(args) -> int:
         timeout_graceful_shutdown=args.graceful_timeout,
     )
     print(banner(args.host, args.port, engine.reranker is not None), flush=True)
-    uvicorn.Server(config).run()
+    _server_class()(config).run()
+    log("stopped")
     return 0
+
+
+def _server_class():
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, which kills the process
+        before the caller's cleanup (a multi-host server must release its peers); here the
+        signal only starts the shutdown, and run() returns."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            with super().capture_signals():
+                yield
+                self._captured_signals.clear()
+
+    return GracefulServer

@@ -1,0 +1,110 @@
+"""The server as a two-process JAX program on localhost (gloo collectives): the index sharded
+over both processes' devices, process 0 answering HTTP, results equal to one process's."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from lateint_jax.serving.corpus import Corpus
+from lateint_jax.serving.demo import DEMO_CORPUS, build_corpus_index
+
+REPO = Path(__file__).resolve().parents[1]
+QUERIES = ["how do bees find flowers", "coral reefs", "binary search", "bread yeast"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def demo_index(tmp_path_factory):
+    from lateint_jax.encoders import ColBERT
+    from lateint_jax.serving.encoding import CompiledColBERT
+
+    colbert = ColBERT.from_pretrained(None)
+    index_dir = tmp_path_factory.mktemp("multihost") / "demo-index"
+    build_corpus_index(
+        CompiledColBERT(colbert, max_batch=4), Corpus.from_jsonl(DEMO_CORPUS), index_dir
+    )
+    return colbert, index_dir
+
+
+def test_two_processes_serve_the_same_results_as_one(demo_index):
+    from lateint_jax.index.search import Index
+
+    colbert, index_dir = demo_index
+    http_port, coordinator = free_port(), f"127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",  # 2 devices per process
+    }
+    processes = []
+    for process_id in (0, 1):
+        command = [
+            sys.executable, str(REPO / "serve.py"), "--index", str(index_dir),
+            "--corpus", str(DEMO_CORPUS), "--port", str(http_port), "--max-batch", "1",
+            "--coordinator", coordinator, "--num-processes", "2",
+            "--process-id", str(process_id),
+        ]  # fmt: skip
+        processes.append(
+            subprocess.Popen(
+                command,
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    url = f"http://127.0.0.1:{http_port}"
+    try:
+        deadline = time.monotonic() + 420
+        while True:
+            assert all(p.poll() is None for p in processes), "a server process exited early"
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the two-process server did not come up"
+            time.sleep(0.5)
+        stats = httpx.get(f"{url}/stats", timeout=30).json()
+        assert stats["process_count"] == 2 and stats["device_count"] == 4
+        served = [
+            httpx.post(f"{url}/search", json={"query": q, "k": 5}, timeout=60).json()["results"]
+            for q in QUERIES
+        ]
+        subset = ["demo-000", "demo-010", "demo-042"]
+        served_subset = httpx.post(
+            f"{url}/search", json={"query": QUERIES[0], "k": 2, "ids": subset}, timeout=60
+        ).json()["results"]
+    finally:
+        processes[0].send_signal(signal.SIGTERM)
+        logs = []
+        for process in processes:
+            try:
+                logs.append(process.communicate(timeout=120)[0])
+            except subprocess.TimeoutExpired:
+                process.kill()
+                logs.append(process.communicate()[0])
+    assert "[process 1] stopped" in logs[1], logs[1][-3000:]
+
+    # One process, every local device (8 here): same ids, same scores.
+    single = Index.load(index_dir).search(colbert.encode_queries(QUERIES), k=5)
+    for hits, expected in zip(served, single):
+        assert [h["id"] for h in hits] == [i for i, _ in expected]
+        np.testing.assert_allclose([h["score"] for h in hits], [s for _, s in expected], rtol=1e-5)
+    assert [h["id"] for h in served_subset] == ["demo-042", served_subset[1]["id"]]
+    assert {h["id"] for h in served_subset} <= set(subset)
