@@ -51,7 +51,17 @@ def start_server(cache: Path, *extra: str) -> tuple[subprocess.Popen, str]:
         "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
     }
     process = subprocess.Popen(
-        [sys.executable, str(REPO / "serve.py"), "--port", str(port), "--max-batch", "2", *extra],
+        [
+            sys.executable,
+            str(REPO / "serve.py"),
+            "--port",
+            str(port),
+            "--max-batch",
+            "2",
+            "--max-k",
+            "10",
+            *extra,
+        ],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

@@ -23,6 +23,7 @@ from lateint_jax.serving.schemas import LIMITS
 torch = pytest.importorskip("torch")
 
 MAX_BATCH = 4
+MAX_K = 10  # one k bucket: a shorter warm-up
 
 
 def write_tiny_cross_encoder(path):
@@ -67,7 +68,13 @@ def stack(tmp_path_factory):
         length_buckets=(64, 128),
     )
     engine = SearchEngine(
-        Index.load(index_dir), encoder, corpus, reranker, max_batch=MAX_BATCH, max_wait_s=0.002
+        Index.load(index_dir),
+        encoder,
+        corpus,
+        reranker,
+        max_batch=MAX_BATCH,
+        max_wait_s=0.002,
+        max_k=MAX_K,
     )
     engine.warmup()
     return {
@@ -200,7 +207,7 @@ def test_no_request_compiles_after_warmup(stack, client):
     before_index = _index_compiles(engine.index)
     for n in (1, 3, 5, 9):  # batch sizes inside and across buckets
         queries = [f"query number {i} about oceans" for i in range(n)]
-        body = {"queries": queries, "k": 7 + n, "explain": n < 5, "rerank_depth": 12}
+        body = {"queries": queries, "k": min(MAX_K, 1 + n), "explain": n < 5, "rerank_depth": 9}
         assert client.post("/search", json=body).status_code == 200
     client.post("/encode", json={"texts": ["x"] * 7, "kind": "document"})
     client.post("/rerank", json={"query": "q", "passages": ["p " * 90] * 11})
@@ -242,6 +249,8 @@ BAD_REQUESTS = [
     ("/search", {}, "query"),
     ("/search", {"query": ""}, "query"),
     ("/search", {"query": "a", "k": 0}, "k"),
+    ("/search", {"query": "a", "k": MAX_K + 1}, "k"),
+    ("/search", {"query": "a", "k": 2, "rerank_depth": MAX_K + 1}, "rerank.depth"),
     ("/search", {"query": "a", "k": LIMITS.max_k + 1}, "k"),
     ("/search", {"query": "a", "k": "ten"}, "k"),
     ("/search", {"query": 7}, "query"),

@@ -54,7 +54,7 @@ def test_two_processes_serve_the_same_results_as_one(demo_index):
     for process_id in (0, 1):
         command = [
             sys.executable, str(REPO / "serve.py"), "--index", str(index_dir),
-            "--corpus", str(DEMO_CORPUS), "--port", str(http_port), "--max-batch", "1",
+            "--corpus", str(DEMO_CORPUS), "--port", str(http_port), "--max-batch", "1", "--max-k", "10",
             "--coordinator", coordinator, "--num-processes", "2",
             "--process-id", str(process_id),
         ]  # fmt: skip

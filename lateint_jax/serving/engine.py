@@ -81,6 +81,7 @@ class SearchEngine:
         k_buckets: tuple[int, ...] = K_BUCKETS,
         rerank_max_batch: int = 64,
         default_depth: int | None = None,
+        max_k: int | None = None,
     ):
         self.index = index
         if encoder.dim != index.dim:
@@ -95,9 +96,9 @@ class SearchEngine:
         self.batch_buckets = powers_of_four_up_to(max_batch)
         self.doc_ids = [i for i, gone in zip(index.doc_ids, index.arrays.deleted) if not gone]
         self._known = set(self.doc_ids)
-        self.k_buckets = tuple(b for b in self.k_buckets if b < len(self.doc_ids)) + (
-            len(self.doc_ids),
-        )
+        # k above the largest bucket is refused; max_k trims buckets (a faster warm-up).
+        self.max_k = min(max_k or LIMITS.max_k, LIMITS.max_k, len(self.doc_ids))
+        self.k_buckets = tuple(b for b in self.k_buckets if b < self.max_k) + (self.max_k,)
         self.explain_buckets = powers_of_four_up_to(LIMITS.max_explained)
         self.subset_buckets = tuple(b for b in powers_of_four_up_to(EXACT_SUBSET_MAX) if b >= 16)
         self.doc_tokens = int(index.shards.doc_tokens)
@@ -281,6 +282,8 @@ class SearchEngine:
         depth = depth if depth is not None else self.default_depth
         if depth is not None and self.reranker is None:
             raise InputError("rerank: no reranker is loaded (start the server with --reranker)")
+        if depth is not None and self.corpus is None:
+            raise InputError("rerank: the server has no passage texts (start it with --corpus)")
         if explain and len(texts) * k > LIMITS.max_explained:
             raise InputError(
                 f"explain: at most {LIMITS.max_explained} explained results per request "
@@ -291,8 +294,11 @@ class SearchEngine:
                 f"rerank: at most {LIMITS.max_rerank_pairs} reranked pairs per request "
                 f"(queries x max(depth, k) = {len(texts) * max(depth, k)})"
             )
-        started = time.perf_counter()
         first_k = max(k, depth) if depth is not None else k
+        if first_k > self.max_k:
+            field = "k" if k > self.max_k else "rerank.depth"
+            raise InputError(f"{field}: this server returns at most {self.max_k} results per query")
+        started = time.perf_counter()
         futures = [self.first_stage.submit(QueryItem(t, first_k, subset)) for t in texts]
         stages = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
         first_ms = (time.perf_counter() - started) * 1000.0

@@ -46,6 +46,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-batch", type=int, default=32, help="queries per device batch")
     parser.add_argument(
+        "--max-k",
+        type=int,
+        default=None,
+        help="largest k (and rerank depth) served, default 1000; smaller = faster warm-up",
+    )
+    parser.add_argument(
         "--max-wait-ms", type=float, default=5.0, help="longest wait to fill a device batch"
     )
     parser.add_argument(
@@ -84,6 +90,11 @@ def build_engine(args, log=print, wrap_index=None):
 
     if args.rerank_depth is not None and args.rerank_depth < 1:
         raise InputError(f"--rerank-depth must be >= 1, got {args.rerank_depth}")
+    for flag, value in (("--max-batch", args.max_batch), ("--max-k", args.max_k)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} must be >= 1, got {value}")
+    if args.max_wait_ms < 0:
+        raise InputError(f"--max-wait-ms must be >= 0, got {args.max_wait_ms}")
     if args.rerank_depth is not None and not args.reranker:
         raise InputError("--rerank-depth needs --reranker")
     started = time.perf_counter()
@@ -118,6 +129,7 @@ def build_engine(args, log=print, wrap_index=None):
         max_batch=args.max_batch,
         max_wait_s=args.max_wait_ms / 1000.0,
         default_depth=args.rerank_depth,
+        max_k=args.max_k,
     )
     log("compiling every request shape (warm-up) ...")
     engine.warmup()

@@ -3,7 +3,7 @@ corpus (no index, no compression), metrics by pytrec_eval. The reference point f
 `lateint evaluate`, which searches a compressed PLAID index.
 
     python -m lateint_jax.training.exact_eval MODEL_DIR BEIR_FOLDER [--split test]
-        [--doc-maxlen 180] [--json OUT]     (MODEL_DIR "default" = untrained all-MiniLM-L6-v2)
+        [--doc-maxlen 180] [--rerank-bm25 K] [--json OUT]     (MODEL_DIR "default" = untrained all-MiniLM-L6-v2)
 """
 
 from __future__ import annotations
@@ -15,8 +15,14 @@ import time
 from pathlib import Path
 
 
-def evaluate_exact(model, beir_folder, split: str = "test", depth: int = 100) -> dict:
-    """{"ndcg@10", "mrr@10", "recall@100"} of `model` (a lateint_jax.encoders.ColBERT)."""
+def evaluate_exact(
+    model, beir_folder, split: str = "test", depth: int = 100, rerank_bm25: int | None = None
+) -> dict:
+    """{"ndcg@10", "mrr@10", "recall@100"} of `model` (a lateint_jax.encoders.ColBERT).
+
+    rerank_bm25=K scores only each query's BM25 top K (MaxSim re-ranking of a BM25 first
+    stage): the corpus encoded shrinks to the union of those candidates.
+    """
     from lateint_jax.data import mining, tuples
     from lateint_jax.eval import evaluate_run
 
@@ -24,7 +30,13 @@ def evaluate_exact(model, beir_folder, split: str = "test", depth: int = 100) ->
     queries = tuples.read_beir_queries(beir_folder)
     qrels = tuples.read_beir_qrels(beir_folder, split)
     judged = {q: queries[q] for q in qrels if q in queries}
-    return evaluate_run(mining.colbert_run(model, corpus, judged, depth), qrels)
+    if rerank_bm25 is None:
+        return evaluate_run(mining.colbert_run(model, corpus, judged, depth), qrels)
+    candidates = mining.bm25_rankings(corpus, judged, rerank_bm25)
+    pool = sorted({d for docs in candidates.values() for d in docs})
+    scores = mining.colbert_run(model, {d: corpus[d] for d in pool}, judged, len(pool))
+    run = {q: {d: scores[q][d] for d in candidates[q]} for q in judged}
+    return evaluate_run(run, qrels)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("beir_folder")
     parser.add_argument("--split", default="test")
     parser.add_argument("--doc-maxlen", type=int, default=180)
+    parser.add_argument(
+        "--rerank-bm25",
+        type=int,
+        default=None,
+        metavar="K",
+        help="re-rank each query's BM25 top K instead of searching the corpus",
+    )
     parser.add_argument("--json", default=None, help="also write the metrics here")
     args = parser.parse_args(argv)
     start = time.perf_counter()
@@ -43,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         model = ColBERT.from_pretrained(
             None if args.model == "default" else args.model, doc_maxlen=args.doc_maxlen
         )
-        metrics = evaluate_exact(model, args.beir_folder, args.split)
+        metrics = evaluate_exact(model, args.beir_folder, args.split, rerank_bm25=args.rerank_bm25)
     except UserError as err:
         print(f"exact_eval: error: {err}", file=sys.stderr)
         return 2
