@@ -69,7 +69,8 @@ def load_queries(data: Path) -> list[str]:
 def start_server(args, port: int) -> subprocess.Popen:
     command = [
         sys.executable, str(REPO / "serve.py"), "--index", str(args.index),
-        "--corpus", str(args.data), "--port", str(port), "--max-batch", str(args.max_batch),
+        "--corpus", str(getattr(args, "corpus", None) or args.data), "--port", str(port),
+        "--max-batch", str(args.max_batch), "--max-k", str(args.max_k),
     ]  # fmt: skip
     if args.reranker:
         command += ["--reranker", args.reranker]
@@ -132,11 +133,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--index", type=Path, default=REPO / "indexes" / "scifact")
+    parser.add_argument("--corpus", type=Path, help="texts of the index (default: --data)")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per mode")
     parser.add_argument("--reranker", help="cross-encoder checkpoint for the rerank mode")
-    parser.add_argument("--rerank-depth", type=int, default=20)
+    parser.add_argument("--rerank-depth", type=int, default=10)
     parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--max-k", type=int, default=10, help="server's --max-k (warm-up time)")
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
 
@@ -174,6 +177,7 @@ def main() -> int:
         "clients": args.clients,
         "duration_s": args.duration,
         "max_batch": args.max_batch,
+        "max_k": args.max_k,
         "reranker": args.reranker,
         "modes": rows,
         "server_batching": stats["batching"],

@@ -2,8 +2,8 @@
 
 Each loads any supported checkpoint with `from_pretrained(name_or_path)` (None or "default" is
 the packaged all-MiniLM-L6-v2), tokenises with the checkpoint's own tokenizer, and runs a jitted
-pure function of (params, inputs). Inputs are padded to fixed buckets (lengths 32/64/128/256/512
-capped at the model's maximum; batch sizes powers of two up to batch_size), so a corpus compiles
+pure function of (params, inputs). Inputs are padded to fixed buckets (lengths in
+`data.tokenize.LENGTH_BUCKETS`, capped at the model's maximum; batch sizes powers of two up to batch_size), so a corpus compiles
 a handful of shapes. Einsum letters: B batch, Q query tokens, T document tokens, H hidden, D dim.
 """
 
@@ -16,7 +16,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from lateint_jax.convert.load import Checkpoint, load_checkpoint
-from lateint_jax.data.tokenize import TextTokenizer, check_texts, pad_rows, punctuation_ids
+from lateint_jax.data.tokenize import (
+    TextTokenizer,
+    bucket_length,
+    check_texts,
+    pad_rows,
+    punctuation_ids,
+    warn_truncated,
+)
 from lateint_jax.errors import CheckpointError, InputError
 from lateint_jax.models.bert import BertConfig
 from lateint_jax.models.bi_encoder import bi_encoder_forward
@@ -95,10 +102,8 @@ def _run_batches(
     bar.close()
 
 
-def _length_groups(lengths: np.ndarray, buckets, max_length: int) -> list[tuple[int, np.ndarray]]:
+def _length_groups(lengths: np.ndarray, max_length: int) -> list[tuple[int, np.ndarray]]:
     """Rows grouped by length bucket, each sorted by length: [(bucket, row indices)]."""
-    from lateint_jax.data.tokenize import bucket_length
-
     order = np.argsort(lengths, kind="stable")
     groups: dict[int, list[int]] = {}
     for i in order:
@@ -191,8 +196,6 @@ class ColBERT:
         # colbert-ai tokenises ". " + text and overwrites the "." with the marker.
         raw = tok.raw_ids([". " + t for t in texts])
         rows = [[tok.cls_id, self.query_marker_id, *ids[1 : L - 2], tok.sep_id] for ids in raw]
-        from lateint_jax.data.tokenize import warn_truncated
-
         warn_truncated(sum(len(ids) + 2 > L for ids in raw), len(rows), L, "queries")
         out = pad_rows(rows, tok.mask_id, L)
         if self.config.attend_to_mask_tokens:
@@ -208,8 +211,6 @@ class ColBERT:
         tok, L = self.tokenizer, self.config.doc_maxlen
         raw = tok.raw_ids([". " + t for t in texts])
         rows = [[tok.cls_id, self.doc_marker_id, *ids[1 : L - 2], tok.sep_id] for ids in raw]
-        from lateint_jax.data.tokenize import bucket_length, warn_truncated
-
         warn_truncated(sum(len(ids) + 2 > L for ids in raw), len(rows), L, "documents")
         if length is None:
             length = bucket_length(max((len(r) for r in rows), default=1), L)
@@ -259,7 +260,7 @@ class ColBERT:
         encoded = self.tokenize_documents(texts, length=self.config.doc_maxlen)
         lengths = encoded["attention_mask"].sum(1)
         out: list = [None] * len(lengths)
-        for bucket, rows in _length_groups(lengths, _LEN_BUCKETS, self.config.doc_maxlen):
+        for bucket, rows in _length_groups(lengths, self.config.doc_maxlen):
             part = {
                 "input_ids": encoded["input_ids"][:, :bucket],
                 "attention_mask": encoded["attention_mask"][:, :bucket],
@@ -270,9 +271,6 @@ class ColBERT:
                 for i, v in zip(idx, vectors, strict=True):
                     out[i] = v[:bucket][encoded["token_mask"][i, :bucket].astype(bool)]
         return out
-
-
-_LEN_BUCKETS = (32, 64, 128, 256, 512)
 
 
 class BiEncoder:
@@ -349,7 +347,7 @@ class BiEncoder:
         encoded = self.tokenizer.frame_single(check_texts(texts), self.max_length, self.max_length)
         lengths = encoded["attention_mask"].sum(1)
         out = np.zeros((len(lengths), self.bert_config.hidden_size), np.float32)
-        for bucket, rows in _length_groups(lengths, _LEN_BUCKETS, self.max_length):
+        for bucket, rows in _length_groups(lengths, self.max_length):
             part = {k: v[:, :bucket] for k, v in encoded.items()}
             for idx, vectors in _run_batches(
                 self._forward, part, rows, batch_size, progress, "texts"
@@ -432,7 +430,7 @@ class CrossEncoder:
         encoded = self.tokenize_pairs(queries, passages)
         lengths = encoded["attention_mask"].sum(1)
         out = np.zeros(len(lengths), np.float32)
-        for bucket, rows in _length_groups(lengths, _LEN_BUCKETS, self.max_length):
+        for bucket, rows in _length_groups(lengths, self.max_length):
             part = {k: v[:, :bucket] for k, v in encoded.items()}
             for idx, logits in _run_batches(self._forward, part, rows, batch_size, False, "pairs"):
                 out[idx] = logits

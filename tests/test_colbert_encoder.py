@@ -178,7 +178,7 @@ def test_encoding_compiles_one_shape_per_bucket():
 
     encoders._colbert_jit.clear_cache()
     docs = model.encode_documents(texts, batch_size=4)
-    # Lengths fall in buckets 32 (4 docs), 64 (2 docs), 100 (1 doc): 3 shapes, not one per batch.
+    # 5-10 tokens -> bucket 16 (4 docs), 43-44 -> 48 (2 docs), 93 -> 96 (1 doc): 3 shapes.
     assert encoders._colbert_jit._cache_size() == 3
     single = [model.encode_documents([t])[0] for t in texts]
     for a, b in zip(docs, single, strict=True):

@@ -173,3 +173,23 @@ def test_sigterm_lets_the_in_flight_request_finish_and_restart_reloads(cache, se
     finally:
         log = stop(restarted)
     assert "building the demo index" not in log  # reloaded from disk, not rebuilt
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--index", "/nonexistent-index"], "index folder /nonexistent-index does not exist"),
+        (["--max-batch", "0"], "--max-batch must be >= 1"),
+        (["--index", "x", "--num-processes", "2"], "needs --coordinator"),
+    ],
+)
+def test_bad_flags_fail_with_one_line(flags, message):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "serve.py"), *flags],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if "error" in line]
+    assert errors == [f"serve.py: error: {errors[0].split('error: ', 1)[1]}"]
+    assert message in errors[0] and "Traceback" not in done.stderr

@@ -19,16 +19,9 @@ def hf_tokenizer():
 
 
 def test_bucket_length():
-    assert [bucket_length(n, 180) for n in (1, 32, 33, 64, 65, 129, 180)] == [
-        32,
-        32,
-        64,
-        64,
-        128,
-        180,
-        180,
-    ]
-    assert bucket_length(10, 16) == 16 and bucket_length(600, 512) == 512
+    lengths = (1, 16, 17, 33, 64, 65, 129, 161, 180)
+    assert [bucket_length(n, 180) for n in lengths] == [16, 16, 32, 48, 64, 96, 160, 180, 180]
+    assert bucket_length(10, 12) == 12 and bucket_length(600, 512) == 512
 
 
 def test_check_texts():

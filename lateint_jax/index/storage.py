@@ -86,6 +86,12 @@ def _exchange(a: Path, b: Path) -> bool:
     return result == 0
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _check_target(index_dir: Path, overwrite: bool) -> None:
     if index_dir.exists() and not overwrite:
         raise InputError(
@@ -103,6 +109,7 @@ def write_index_folder(index_dir, overwrite: bool, fill) -> None:
     _check_target(index_dir, overwrite)
     tmp = Path(tempfile.mkdtemp(prefix=index_dir.name + ".tmp-", dir=index_dir.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; an index is a normal folder
         metadata, files = fill(tmp)
         metadata = {**metadata, "format_version": FORMAT_VERSION, "files": files}
         _write_json(tmp, METADATA_FILE, metadata)

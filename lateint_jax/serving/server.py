@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
 import time
@@ -73,6 +74,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--process-id", type=int, default=0, help="multi-host: this process")
 
 
+def read_doc_ids(index_dir: Path) -> list[str]:
+    import json
+
+    try:
+        return json.loads((index_dir / "doc_ids.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot read the document ids of {index_dir}: {err}") from None
+
+
 def build_engine(args, log=print, wrap_index=None):
     """Load encoder, index, corpus and reranker as the flags say; warm up every shape.
 
@@ -101,9 +111,22 @@ def build_engine(args, log=print, wrap_index=None):
     if args.index:
         index_dir = Path(args.index)
         log(f"loading the encoder recorded in {index_dir} ...")
-        colbert = encoder_for_index(read_metadata(index_dir), args.model)
+        metadata = read_metadata(index_dir)
+        if metadata.get("kind") != "colbert":
+            raise InputError(
+                f"{index_dir} is a {metadata.get('kind')!r} index; the server serves ColBERT "
+                "indexes (build one with `lateint index --kind colbert`)"
+            )
+        colbert = encoder_for_index(metadata, args.model)
         corpus = Corpus.from_jsonl(args.corpus) if args.corpus else None
-        if corpus is None:
+        if corpus is not None:
+            missing = [i for i in read_doc_ids(index_dir) if i not in corpus]
+            if missing:
+                raise InputError(
+                    f"--corpus {args.corpus} lacks {len(missing)} of the index's document ids "
+                    f"(e.g. {missing[0]!r}): is it the corpus this index was built from?"
+                )
+        else:
             log("no --corpus: results carry ids and scores only (no texts, rerank, or tokens)")
     else:
         log("loading the encoder ...")
@@ -168,6 +191,8 @@ def enable_compile_cache() -> None:
 
 def serve(args) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Queries past query_maxlen tokens are cut, as ColBERT does: not worth a log line per batch.
+    logging.getLogger("lateint_jax.data.tokenize").setLevel(logging.ERROR)
     if not args.no_compile_cache and args.num_processes == 1:
         enable_compile_cache()
     if args.num_processes > 1:
