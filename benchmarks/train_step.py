@@ -28,6 +28,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(REPO))  # run from a checkout without installing the package
 
 TORCH_SIDE = r"""
 import json, sys, time, torch

@@ -70,7 +70,9 @@ def atomic_directory(dst, overwrite: bool = False):
     """Yields a temporary directory beside dst; renames it to dst only if the block succeeds."""
     dst = Path(dst)
     if dst.exists() and not overwrite and (not dst.is_dir() or any(dst.iterdir())):
-        raise CheckpointError(f"{dst} already exists and is not empty (use --overwrite / overwrite=True to replace it)")
+        raise CheckpointError(
+            f"{dst} already exists and is not empty (use --overwrite / overwrite=True to replace it)"
+        )
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
     try:

@@ -205,7 +205,7 @@ def build_index(
         metadata=_model_metadata(model_meta, metadata, extra),
     )
     if index_dir is not None:
-        save_index(arrays, index_dir, overwrite=overwrite)
+        arrays.metadata = save_index(arrays, index_dir, overwrite=overwrite)
     return arrays
 
 
@@ -230,5 +230,5 @@ def build_dense_index(
         vectors, ids, np.zeros(len(ids), bool), _model_metadata(model_meta, metadata, {})
     )
     if index_dir is not None:
-        save_dense_index(arrays, index_dir, overwrite=overwrite)
+        arrays.metadata = save_dense_index(arrays, index_dir, overwrite=overwrite)
     return arrays

@@ -134,6 +134,14 @@ def bucket(n: int, minimum: int = 1) -> int:
     return 1 << (n - 1).bit_length()
 
 
+def fine_bucket(n: int, minimum: int = 1) -> int:
+    """Next size of the form 2**j or 3 * 2**(j-1) >= max(n, minimum): at most a third wasted,
+    for the candidate count, where the work is proportional to the size."""
+    power = bucket(n, minimum)
+    three_quarters = power // 4 * 3
+    return three_quarters if three_quarters >= max(int(n), int(minimum)) and power >= 8 else power
+
+
 def _padded_docs(arrays: IndexArrays, total: int, tokens: int):
     """Flat token rows -> per-document padded codes [N, T] (pad C) and residuals [N, T, R]."""
     lengths = arrays.doc_lengths
@@ -220,15 +228,15 @@ def probe_cells(table: jax.Array, query_mask: jax.Array, ncells: int) -> jax.Arr
     """The `ncells` best centroids of every real query token: table [C + 1, Q], query_mask [Q]
     -> [Q * ncells] centroid ids, -1 for padding tokens. (Repeated argmax: XLA's CPU top_k is
     a full sort, far slower for the 1-4 cells PLAID probes.)"""
-    scores = table[:-1].T  # [Q, C]
+    scores = table[:-1]  # [C, Q]; reducing over C in place avoids a 1 MiB transpose
     if ncells > 8:
-        cells = jax.lax.top_k(scores, ncells)[1]
+        cells = jax.lax.top_k(scores.T, ncells)[1]
     else:
         cells = []
         for _ in range(ncells):
-            best = jnp.argmax(scores, axis=1)
+            best = jnp.argmax(scores, axis=0)  # [Q]
             cells.append(best)
-            scores = scores.at[jnp.arange(scores.shape[0]), best].set(-jnp.inf)
+            scores = scores.at[best, jnp.arange(scores.shape[1])].set(-jnp.inf)
         cells = jnp.stack(cells, axis=1)
     cells = cells.astype(jnp.int32)  # [Q, ncells]
     return jnp.where(query_mask[:, None], cells, -1).reshape(-1)
@@ -406,7 +414,7 @@ def _rank(queries, query_mask, tables, bitmap, arrays, *, statics, threshold, wi
 
 def rank(shards: PlaidShards, queries, query_mask, tables, bitmap, most, params, k: int):
     """Stages 3-5 -> (scores [B, k], global doc numbers [B, k], -1 where fewer were found)."""
-    width = min(bucket(int(np.max(most, initial=1)), 128), shards.docs_per_shard)
+    width = min(fine_bucket(int(np.max(most, initial=1)), 128), shards.docs_per_shard)
     survivors = max(params.ndocs // 4, k)
     return _rank(
         queries, query_mask, tables, bitmap, shards.doc_arrays, statics=shards.statics,

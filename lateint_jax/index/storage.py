@@ -102,9 +102,10 @@ def _check_target(index_dir: Path, overwrite: bool) -> None:
     index_dir.parent.mkdir(parents=True, exist_ok=True)
 
 
-def write_index_folder(index_dir, overwrite: bool, fill) -> None:
-    """Atomically create or replace index_dir: fill(tmp_folder) -> metadata dict (without
-    `files`) writes the arrays; the metadata file is written last with every file's checksum."""
+def write_index_folder(index_dir, overwrite: bool, fill) -> dict:
+    """Atomically create or replace index_dir: fill(tmp_folder) -> (metadata without `files`,
+    files) writes the arrays; the metadata file is written last with every file's checksum.
+    Returns the metadata as written."""
     index_dir = Path(index_dir)
     _check_target(index_dir, overwrite)
     tmp = Path(tempfile.mkdtemp(prefix=index_dir.name + ".tmp-", dir=index_dir.parent))
@@ -118,7 +119,7 @@ def write_index_folder(index_dir, overwrite: bool, fill) -> None:
             if _exchange(tmp, index_dir):
                 _fsync_dir(index_dir.parent)
                 shutil.rmtree(tmp)  # now holds the previous index
-                return
+                return metadata
             old = Path(tempfile.mkdtemp(prefix=index_dir.name + ".old-", dir=index_dir.parent))
             os.rmdir(old)
             os.rename(index_dir, old)
@@ -131,11 +132,13 @@ def write_index_folder(index_dir, overwrite: bool, fill) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return metadata
 
 
-def save_index(arrays: IndexArrays, index_dir, overwrite: bool = False) -> None:
-    """Write a compressed index atomically (see module docstring). The inverted lists are not
-    stored: load_index rebuilds them from the codes."""
+def save_index(arrays: IndexArrays, index_dir, overwrite: bool = False) -> dict:
+    """Write a compressed index atomically (see module docstring); returns the metadata written
+    (what load_index will give as `metadata`). The inverted lists are not stored: load_index
+    rebuilds them from the codes."""
     arrays.validate()
 
     def fill(tmp: Path):
@@ -166,10 +169,10 @@ def save_index(arrays: IndexArrays, index_dir, overwrite: bool = False) -> None:
         }
         return metadata, files
 
-    write_index_folder(index_dir, overwrite, fill)
+    return write_index_folder(index_dir, overwrite, fill)
 
 
-def save_dense_index(arrays: DenseArrays, index_dir, overwrite: bool = False) -> None:
+def save_dense_index(arrays: DenseArrays, index_dir, overwrite: bool = False) -> dict:
     """Write a single-vector (bi-encoder) index atomically: vectors.npy [N, H] float32."""
 
     def fill(tmp: Path):
@@ -187,7 +190,7 @@ def save_dense_index(arrays: DenseArrays, index_dir, overwrite: bool = False) ->
         }
         return metadata, files
 
-    write_index_folder(index_dir, overwrite, fill)
+    return write_index_folder(index_dir, overwrite, fill)
 
 
 def read_metadata(index_dir) -> dict:
