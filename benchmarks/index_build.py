@@ -76,6 +76,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nbits", type=int, nargs="+", default=[2])
     parser.add_argument("--docs", type=int, default=None, help="use the first N documents")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="copy each built index to KEEP/nbitsN (for search)"
+    )
     args = parser.parse_args()
 
     from lateint_jax.index.build import build_index
@@ -107,6 +110,7 @@ def main() -> int:
             uint16_codes = 128 + 2 * total_tokens
             float16_centroids = 128 + 2 * arrays.centroids.size
             stored_centroids = files["centroids.npy"] + files.get("centroid_exponents.npy", 0)
+            int8_centroids = 128 + arrays.centroids.size + files.get("centroid_exponents.npy", 0)
             zlib_centroids = len(zlib.compress(np.load(folder / "centroids.npy").tobytes(), 9))
             code_files = sum(v for k, v in files.items() if k.startswith("codes."))
             run = {
@@ -121,8 +125,13 @@ def main() -> int:
                 "file_bytes_per_vector": {k: v / total_tokens for k, v in files.items()},
                 "bytes_per_vector_with_uint16_codes": (total - code_files + uint16_codes)
                 / total_tokens,
-                "bytes_per_vector_with_zlib_int8_centroids": (
+                "centroids_encoding": loaded.metadata["centroids_encoding"],
+                "bytes_per_vector_with_zlib_centroids": (
                     total - files["centroids.npy"] + zlib_centroids
+                )
+                / total_tokens,
+                "bytes_per_vector_with_int8_centroids": (
+                    total - stored_centroids + int8_centroids
                 )
                 / total_tokens,
                 "bytes_per_vector_with_float16_centroids": (
@@ -132,7 +141,12 @@ def main() -> int:
                 **cosine_stats(docs, arrays),
             }
             results["runs"][f"nbits={nbits}"] = run
-            shutil.rmtree(folder)
+            if args.keep is not None:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(args.keep / folder.name, ignore_errors=True)
+                shutil.move(folder, args.keep / folder.name)
+            else:
+                shutil.rmtree(folder)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -91,3 +91,19 @@ def test_bad_nbits(data):
         fit_buckets(points, 3)
     with pytest.raises(InputError, match="nbits"):
         compress(points, centroids, np.zeros((64, 7), np.float32), 3)
+
+
+@pytest.mark.parametrize("nbits", [1, 2, 3, 4, 6, 8])
+@pytest.mark.parametrize("count", [1, 5, 16, 128])
+def test_pack_fields_round_trip_and_bit_order(nbits, count):
+    from lateint_jax.codec.bitpack import pack_bits, pack_fields, unpack_fields
+
+    rng = np.random.default_rng(nbits * 1000 + count)
+    values = rng.integers(0, 1 << nbits, size=(7, count)).astype(np.uint8)
+    packed = pack_fields(values, nbits)
+    assert packed.dtype == np.uint8 and packed.shape == (7, -(-count * nbits // 8))
+    np.testing.assert_array_equal(unpack_fields(packed, nbits, count), values)
+    if nbits in (1, 2, 4) and (count * nbits) % 8 == 0:  # the residual layout, same bits
+        np.testing.assert_array_equal(packed, np.asarray(pack_bits(values, nbits)))
+    with pytest.raises(InputError):
+        unpack_fields(packed[:, :-1], nbits, count)

@@ -180,9 +180,52 @@ def test_centroid_encodings_are_idempotent(encoding):
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
     once = codes_io.round_trip_centroids(centroids, encoding)
     np.testing.assert_array_equal(codes_io.round_trip_centroids(once, encoding), once)
-    # int8 rows: step at most max|value| / 64
-    bound = {"int8": np.abs(centroids).max(1, keepdims=True) / 128, "float16": 1e-3, "float32": 0}
+    # int6 / int8 rows: step at most max|value| / 16 / 64, error at most half of that
+    peak = np.abs(centroids).max(1, keepdims=True)
+    bound = {"int6": peak / 32, "int8": peak / 128, "float16": 1e-3, "float32": 0}
     assert (np.abs(once - centroids) <= bound[encoding] + 1e-7).all()
+
+
+@pytest.mark.parametrize("dim", [128, 16, 5, 3])
+def test_int6_centroids_are_packed_and_exact_in_int8(dim):
+    rng = np.random.default_rng(dim)
+    centroids = rng.normal(size=(40, dim)).astype(np.float32)
+    centroids[3] = 0.0  # an all-zero row
+    stored = codes_io.encode_centroids(centroids, "int6")
+    assert stored["centroids.npy"].dtype == np.uint8
+    assert stored["centroids.npy"].shape == (40, -(-6 * dim // 8))
+    decoded = codes_io.decode_centroids("int6", stored, dim)
+    np.testing.assert_array_equal(decoded, codes_io.round_trip_centroids(centroids, "int6"))
+    assert (decoded[3] == 0).all()
+    # every int6 row is exactly representable as int8 (an old int8 index re-encodes losslessly)
+    np.testing.assert_array_equal(codes_io.round_trip_centroids(decoded, "int8"), decoded)
+    with pytest.raises(IndexFormatError, match="bytes per row"):
+        codes_io.decode_centroids("int6", {**stored, "centroids.npy": stored["centroids.npy"][:, 1:]}, dim)
+
+
+def test_new_index_stores_int6_centroids(built):
+    path, arrays = built
+    meta = json.loads((path / "metadata.json").read_text())
+    assert meta["centroids_encoding"] == storage.CENTROIDS_ENCODING == "int6"
+    assert meta["files"]["centroids.npy"]["shape"] == [arrays.num_centroids, arrays.dim * 6 // 8]
+    # build encodes residuals against exactly the centroids on disk
+    np.testing.assert_array_equal(
+        codes_io.round_trip_centroids(arrays.centroids, "int6"), arrays.centroids
+    )
+
+
+def test_int8_index_keeps_its_encoding_when_saved_again(built, tmp_path):
+    _, arrays = built
+    old = load_index(built[0])
+    old.metadata = {**old.metadata, "centroids_encoding": "int8"}
+    save_index(old, tmp_path / "int8")
+    meta = json.loads((tmp_path / "int8" / "metadata.json").read_text())
+    assert meta["centroids_encoding"] == "int8"
+    assert meta["files"]["centroids.npy"]["dtype"] == "|i1"
+    again = load_index(tmp_path / "int8")
+    assert_same(arrays, again)
+    save_index(again, tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "metadata.json").read_text())["centroids_encoding"] == "int8"
 
 
 def test_residuals_are_mapped_from_the_index_file(built):

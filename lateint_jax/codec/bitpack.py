@@ -75,3 +75,30 @@ def unpack_bits(packed: jnp.ndarray, nbits: int) -> jnp.ndarray:
     table = jnp.asarray(byte_table(nbits))  # [256, per_byte]
     m, width = packed.shape
     return table[packed.astype(jnp.int32)].reshape(m, width * (8 // nbits))
+
+
+def pack_fields(values: np.ndarray, nbits: int) -> np.ndarray:
+    """Pack unsigned fields [R, K] (values < 2**nbits, 1 <= nbits <= 8) into [R, ceil(K * nbits
+    / 8)] uint8, numpy. Same bit order as pack_bits: each field least significant bit first,
+    fields one after the other, the stream packed most significant bit first (np.packbits); the
+    last byte of a row is zero-padded. Used for the centroid rows (codec.codes_io)."""
+    values = np.asarray(values)
+    if values.ndim != 2 or not 1 <= nbits <= 8:
+        raise InputError(f"need [R, K] fields of 1 to 8 bits, got {values.shape}, nbits={nbits}")
+    rows, count = values.shape
+    shifts = np.arange(nbits, dtype=np.uint8)
+    bits = (values.astype(np.uint8)[:, :, None] >> shifts) & 1  # [R, K, nbits], LSB first
+    return np.packbits(bits.reshape(rows, count * nbits), axis=1)
+
+
+def unpack_fields(packed: np.ndarray, nbits: int, count: int) -> np.ndarray:
+    """Inverse of pack_fields: [R, ceil(count * nbits / 8)] uint8 -> [R, count] uint8."""
+    packed = np.asarray(packed, np.uint8)
+    if packed.ndim != 2 or packed.shape[1] != -(-count * nbits // 8):
+        raise InputError(
+            f"packed fields must be [R, {-(-count * nbits // 8)}] for {count} fields of {nbits} "
+            f"bits, got shape {packed.shape}"
+        )
+    bits = np.unpackbits(packed, axis=1, count=count * nbits).reshape(-1, count, nbits)
+    weights = (1 << np.arange(nbits, dtype=np.uint16)).astype(np.uint16)
+    return (bits.astype(np.uint16) * weights).sum(axis=-1).astype(np.uint8)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lateint_jax.codec.bitpack import pack_fields, unpack_fields
 from lateint_jax.errors import IndexFormatError
 
 
@@ -160,57 +161,86 @@ def decode_codes(
 
 # -- centroids
 #
-# "int8": each centroid row is stored as int8 values times a power-of-two scale 2**e (e int8,
-# one per row, the smallest with |value| <= 127 * 2**e). Power-of-two scales make the encoding
-# idempotent (decode -> encode -> decode gives the same float32 values), so the arrays build
-# returns equal what load_index reads. The step is at most |max| / 64, about 0.005 for unit
-# 128-d vectors; residuals are taken against the stored centroid, so this costs no decoding
-# accuracy, only a ~0.1% perturbation of query-centroid scores.
+# "int6" (default) and "int8": each centroid row is stored as signed b-bit integers (b = 6 or
+# 8) times a power-of-two scale 2**e (e int8, one per row, the smallest with
+# |value| <= (2**(b-1) - 1) * 2**e). Power-of-two scales make the encoding idempotent (decode ->
+# encode -> decode gives the same float32 values), so the arrays build returns equal what
+# load_index reads. "int6" rows are bit-packed (bitpack.pack_fields: two's complement 6-bit
+# fields, dimension 0 first, LSB first within a field, packed MSB first) into uint8
+# [C, ceil(6 * D / 8)]; "int8" rows are plain int8 [C, D]. The step is at most |max| / 16
+# (int6; |max| / 64 for int8), about 0.02 (0.005) for unit 128-d vectors. Residuals are taken
+# against the stored centroid, so this costs almost no decoding accuracy (the per-coordinate
+# rounding error, std ~ step / 3.5, is small next to the residuals the buckets quantise), only a
+# small perturbation of query-centroid scores, i.e. of candidate generation.
 
-CENTROID_ENCODINGS = ("int8", "float16", "float32")
+CENTROID_ENCODINGS = ("int6", "int8", "float16", "float32")
+_INT_BITS = {"int6": 6, "int8": 8}
 
 
 def centroid_file_names(encoding: str) -> list[str]:
-    if encoding == "int8":
+    if encoding in _INT_BITS:
         return ["centroids.npy", "centroid_exponents.npy"]
     if encoding in ("float16", "float32"):
         return ["centroids.npy"]
     raise IndexFormatError(f"unknown centroids_encoding {encoding!r}")
 
 
-def encode_centroids(centroids: np.ndarray, encoding: str = "int8") -> dict[str, np.ndarray]:
+def encode_centroids(centroids: np.ndarray, encoding: str = "int6") -> dict[str, np.ndarray]:
     """centroids [C, D] float32 -> the arrays to store under centroid_file_names(encoding)."""
     if encoding == "float16":
         return {"centroids.npy": centroids.astype(np.float16)}
     if encoding == "float32":
         return {"centroids.npy": centroids.astype(np.float32)}
-    if encoding != "int8":
+    if encoding not in _INT_BITS:
         raise IndexFormatError(f"unknown centroids_encoding {encoding!r}")
+    bits = _INT_BITS[encoding]
+    top = (1 << (bits - 1)) - 1  # 31 or 127
+    centroids = np.asarray(centroids, np.float32)
     peak = np.maximum(np.abs(centroids).max(axis=1), np.finfo(np.float32).tiny)
-    exponents = np.ceil(np.log2(peak / 127.0)).astype(np.int64)
+    exponents = np.ceil(np.log2(peak / top)).astype(np.int64)
     values = np.rint(centroids / np.exp2(exponents)[:, None])
-    over = np.abs(values).max(axis=1) > 127  # log2 rounding at an exact power of two
+    over = np.abs(values).max(axis=1) > top  # log2 rounding at an exact power of two
     exponents[over] += 1
-    values = np.rint(centroids / np.exp2(exponents)[:, None])
-    return {
-        "centroids.npy": values.astype(np.int8),
-        "centroid_exponents.npy": np.clip(exponents, -128, 127).astype(np.int8),
-    }
+    exponents = np.clip(exponents, -128, 127)
+    values = np.clip(np.rint(centroids / np.exp2(exponents)[:, None]), -top, top)
+    if bits == 8:
+        stored = values.astype(np.int8)
+    else:
+        stored = pack_fields(values.astype(np.int64) & ((1 << bits) - 1), bits)
+    return {"centroids.npy": stored, "centroid_exponents.npy": exponents.astype(np.int8)}
 
 
-def decode_centroids(encoding: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """Inverse of encode_centroids -> [C, D] float32."""
+def decode_centroids(
+    encoding: str, arrays: dict[str, np.ndarray], dim: int | None = None
+) -> np.ndarray:
+    """Inverse of encode_centroids -> [C, D] float32. `dim` (D) is needed for "int6" rows whose
+    6 * D bits do not fill whole bytes; by default D = 8 * bytes // 6."""
     stored = np.asarray(arrays["centroids.npy"])
     if encoding in ("float16", "float32"):
         return stored.astype(np.float32)
-    if encoding != "int8":
+    if encoding not in _INT_BITS:
         raise IndexFormatError(f"unknown centroids_encoding {encoding!r}")
     exponents = np.asarray(arrays["centroid_exponents.npy"]).astype(np.float32)
-    if exponents.shape != stored.shape[:1]:
+    if exponents.shape != stored.shape[:1] or stored.ndim != 2:
         raise IndexFormatError("centroid_exponents.npy does not match centroids.npy")
-    return stored.astype(np.float32) * np.exp2(exponents)[:, None]
+    bits = _INT_BITS[encoding]
+    if bits == 8:
+        values = stored.astype(np.float32)
+    else:
+        if stored.dtype != np.uint8:
+            raise IndexFormatError(f"{encoding} centroids.npy must be uint8, got {stored.dtype}")
+        dim = 8 * stored.shape[1] // bits if dim is None else int(dim)
+        if -(-dim * bits // 8) != stored.shape[1]:
+            raise IndexFormatError(
+                f"centroids.npy has {stored.shape[1]} bytes per row, not {bits}-bit x {dim}"
+            )
+        fields = unpack_fields(stored, bits, dim).astype(np.int16)
+        values = np.where(fields >= 1 << (bits - 1), fields - (1 << bits), fields)
+        values = values.astype(np.float32)
+    return values * np.exp2(exponents)[:, None]
 
 
-def round_trip_centroids(centroids: np.ndarray, encoding: str = "int8") -> np.ndarray:
+def round_trip_centroids(centroids: np.ndarray, encoding: str = "int6") -> np.ndarray:
     """The float32 centroids that storing with `encoding` and loading back gives."""
-    return decode_centroids(encoding, encode_centroids(centroids, encoding))
+    centroids = np.asarray(centroids, np.float32)
+    return decode_centroids(encoding, encode_centroids(centroids, encoding), centroids.shape[1])

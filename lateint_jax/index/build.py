@@ -117,7 +117,8 @@ def relabel_by_frequency(centroids, codes, residuals, doc_offsets):
 
 
 def train_codec(doc_embeddings, num_centroids, nbits, seed, niters, progress):
-    """Sample, k-means and bucket quantiles -> (centroids [C, D] (float16-exact), cutoffs, weights)."""
+    """Sample, k-means and bucket quantiles -> (centroids [C, D] exactly as stored (int6 rows,
+    see codec.codes_io), cutoffs, weights)."""
     rng = np.random.default_rng(seed)
     sampled = sample_doc_indices(len(doc_embeddings), seed)
     sample = np.concatenate([np.asarray(doc_embeddings[i], np.float32) for i in sampled])
@@ -188,7 +189,9 @@ def build_index(
     deleted = np.zeros(len(ids), bool)
     ivf_pids, ivf_offsets = build_ivf(codes, doc_offsets, centroids.shape[0], deleted)
     extra = {
-        "build": {"seed": seed, "kmeans_niters": kmeans_niters, "num_centroids": len(centroids)}
+        "build": {"seed": seed, "kmeans_niters": kmeans_niters, "num_centroids": len(centroids)},
+        # the encoding the centroids were rounded to above (save_index keeps a recorded one)
+        "centroids_encoding": CENTROIDS_ENCODING,
     }
     arrays = IndexArrays(
         centroids=centroids,

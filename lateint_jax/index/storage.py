@@ -26,8 +26,10 @@ from lateint_jax.index.layout import DenseArrays, IndexArrays, build_ivf
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
 IDS_FILE = "doc_ids.json"
-# How centroids are stored (codec.codes_io): int8 rows with power-of-two scales.
-CENTROIDS_ENCODING = "int8"
+# How new indexes store centroids (codec.codes_io): bit-packed 6-bit rows with power-of-two
+# scales. An index loaded with another encoding (older "int8") keeps it when saved again, so its
+# residuals stay relative to exactly the same centroids.
+CENTROIDS_ENCODING = "int6"
 
 
 class _HashingWriter:
@@ -141,9 +143,11 @@ def save_index(arrays: IndexArrays, index_dir, overwrite: bool = False) -> dict:
     rebuilds them from the codes."""
     arrays.validate()
 
+    centroids_encoding = arrays.metadata.get("centroids_encoding", CENTROIDS_ENCODING)
+
     def fill(tmp: Path):
         files = {}
-        stored = codes_io.encode_centroids(arrays.centroids, CENTROIDS_ENCODING)
+        stored = codes_io.encode_centroids(arrays.centroids, centroids_encoding)
         for name, array in stored.items():
             files[name] = _write_array(tmp, name, array)
         files["bucket_cutoffs.npy"] = _write_array(tmp, "bucket_cutoffs.npy", arrays.bucket_cutoffs)
@@ -165,7 +169,7 @@ def save_index(arrays: IndexArrays, index_dir, overwrite: bool = False) -> dict:
             "num_embeddings": arrays.num_embeddings,
             "num_centroids": arrays.num_centroids,
             "codes_encoding": encoded.encoding,
-            "centroids_encoding": CENTROIDS_ENCODING,
+            "centroids_encoding": centroids_encoding,
         }
         return metadata, files
 
@@ -303,6 +307,7 @@ def load_index(index_dir, *, verify_checksums: bool = True, mmap: bool = True) -
     centroids = codes_io.decode_centroids(
         centroid_encoding,
         {name: load(name) for name in codes_io.centroid_file_names(centroid_encoding)},
+        metadata.get("dim"),
     )
     code_arrays = {name: load(name) for name in codes_io.file_names(encoding)}
     codes = codes_io.decode_codes(encoding, code_arrays, doc_offsets, centroids.shape[0])
