@@ -130,9 +130,7 @@ def main() -> int:
                     total - files["centroids.npy"] + zlib_centroids
                 )
                 / total_tokens,
-                "bytes_per_vector_with_int8_centroids": (
-                    total - stored_centroids + int8_centroids
-                )
+                "bytes_per_vector_with_int8_centroids": (total - stored_centroids + int8_centroids)
                 / total_tokens,
                 "bytes_per_vector_with_float16_centroids": (
                     total - stored_centroids + float16_centroids
