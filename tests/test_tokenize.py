@@ -36,7 +36,7 @@ def test_check_texts():
 
 def test_single_texts_match_transformers(hf_tokenizer, caplog):
     tok = TextTokenizer(hf_tokenizer)
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger="lateint_jax.data.tokenize"):
         ours = tok.frame_single(TEXTS, max_length=64)
     assert len([r for r in caplog.records if "truncated" in r.message]) == 1
     assert "1 of 5 texts were longer than 64 tokens" in caplog.text
