@@ -22,7 +22,7 @@ from lateint_jax import sharding
 from lateint_jax.errors import InputError
 from lateint_jax.index.layout import DenseArrays
 from lateint_jax.index.plaid import DOC_MULTIPLE, TRACE_COUNTS
-from lateint_jax.index.search import batches, check_k, check_queries, subset_mask
+from lateint_jax.index.search import ArraysView, batches, check_k, check_queries, subset_mask
 
 
 @functools.partial(jax.jit, static_argnames=("mesh", "k"))
@@ -48,7 +48,7 @@ def dense_top_k(queries, vectors, allowed, *, mesh, k):
     )(queries, vectors, allowed)
 
 
-class DenseIndex:
+class DenseIndex(ArraysView):
     """A bi-encoder index ([N, H] vectors) in device memory, split by document over `devices`."""
 
     def __init__(self, arrays: DenseArrays, index_dir=None, devices=None):
@@ -75,22 +75,6 @@ class DenseIndex:
 
     def _place_mask(self, mask: np.ndarray) -> jax.Array:
         return sharding.shard_along(sharding.pad_axis(mask, self._total, value=False), self.mesh)
-
-    @property
-    def doc_ids(self) -> list[str]:
-        return self.arrays.doc_ids
-
-    @property
-    def metadata(self) -> dict:
-        return self.arrays.metadata
-
-    @property
-    def dim(self) -> int:
-        return self.arrays.dim
-
-    @property
-    def num_live(self) -> int:
-        return int(self._live.sum())
 
     def search(
         self, query_vectors, k: int = 10, *, subset_ids: Sequence[str] | None = None

@@ -74,7 +74,27 @@ def subset_mask(doc_ids: Sequence[str], deleted: np.ndarray, subset_ids) -> np.n
     return mask
 
 
-class Index:
+class ArraysView:
+    """The read-only facts every loaded index answers from its `arrays` and live-document mask."""
+
+    @property
+    def doc_ids(self) -> list[str]:
+        return self.arrays.doc_ids
+
+    @property
+    def metadata(self) -> dict:
+        return self.arrays.metadata
+
+    @property
+    def dim(self) -> int:
+        return self.arrays.dim
+
+    @property
+    def num_live(self) -> int:
+        return int(self._live.sum())
+
+
+class Index(ArraysView):
     """A residual-compressed ColBERT index in device memory, split by document over `devices`."""
 
     def __init__(self, arrays: IndexArrays, index_dir=None, devices=None):
@@ -102,24 +122,6 @@ class Index:
     def _padded(self, mask: np.ndarray) -> np.ndarray:
         total = self.shards.docs_per_shard * sharding.num_shards(self.mesh)
         return sharding.pad_axis(mask, total, value=False)
-
-    # ------------------------------------------------------------------ properties
-
-    @property
-    def doc_ids(self) -> list[str]:
-        return self.arrays.doc_ids
-
-    @property
-    def metadata(self) -> dict:
-        return self.arrays.metadata
-
-    @property
-    def dim(self) -> int:
-        return self.arrays.dim
-
-    @property
-    def num_live(self) -> int:
-        return int(self._live.sum())
 
     # ------------------------------------------------------------------ search
 
