@@ -40,10 +40,9 @@ def demo_index(tmp_path_factory):
     return colbert, index_dir
 
 
-def test_two_processes_serve_the_same_results_as_one(demo_index):
-    from lateint_jax.index.search import Index
-
-    colbert, index_dir = demo_index
+def serve_on_two_processes(index_dir, ask):
+    """Run serve.py as a two-process program over index_dir, call ask(url) once it answers,
+    shut it down; -> what ask returned. Checks that process 1 left cleanly."""
     http_port, coordinator = free_port(), f"127.0.0.1:{free_port()}"
     env = {
         **os.environ,
@@ -82,14 +81,7 @@ def test_two_processes_serve_the_same_results_as_one(demo_index):
             time.sleep(0.5)
         stats = httpx.get(f"{url}/stats", timeout=30).json()
         assert stats["process_count"] == 2 and stats["device_count"] == 4
-        served = [
-            httpx.post(f"{url}/search", json={"query": q, "k": 5}, timeout=60).json()["results"]
-            for q in QUERIES
-        ]
-        subset = ["demo-000", "demo-010", "demo-042"]
-        served_subset = httpx.post(
-            f"{url}/search", json={"query": QUERIES[0], "k": 2, "ids": subset}, timeout=60
-        ).json()["results"]
+        answers = ask(url)
     finally:
         processes[0].send_signal(signal.SIGTERM)
         logs = []
@@ -100,6 +92,25 @@ def test_two_processes_serve_the_same_results_as_one(demo_index):
                 process.kill()
                 logs.append(process.communicate()[0])
     assert "[process 1] stopped" in logs[1], logs[1][-3000:]
+    return answers
+
+
+def search_all(url, subset):
+    """The QUERIES at k=5, then the first query restricted to `subset` at k=2."""
+    served = [
+        httpx.post(f"{url}/search", json={"query": q, "k": 5}, timeout=60).json()["results"]
+        for q in QUERIES
+    ]
+    body = {"query": QUERIES[0], "k": 2, "ids": subset}
+    return served, httpx.post(f"{url}/search", json=body, timeout=60).json()["results"]
+
+
+def test_two_processes_serve_the_same_results_as_one(demo_index):
+    from lateint_jax.index.search import Index
+
+    colbert, index_dir = demo_index
+    subset = ["demo-000", "demo-010", "demo-042"]
+    served, served_subset = serve_on_two_processes(index_dir, lambda url: search_all(url, subset))
 
     # One process, every local device (8 here): same ids, same scores.
     single = Index.load(index_dir).search(colbert.encode_queries(QUERIES), k=5)
@@ -108,3 +119,23 @@ def test_two_processes_serve_the_same_results_as_one(demo_index):
         np.testing.assert_allclose([h["score"] for h in hits], [s for _, s in expected], rtol=1e-5)
     assert [h["id"] for h in served_subset] == ["demo-042", served_subset[1]["id"]]
     assert {h["id"] for h in served_subset} <= set(subset)
+
+
+def test_two_processes_serve_a_dense_index_as_one(tmp_path):
+    from lateint_jax.cli import main as lateint
+    from lateint_jax.encoders import BiEncoder
+    from lateint_jax.index.dense import DenseIndex
+
+    index_dir = tmp_path / "dense-index"
+    assert (
+        lateint(["index", str(DEMO_CORPUS), str(index_dir), "--kind", "biencoder", "--quiet"]) == 0
+    )
+    subset = [f"demo-{n:03d}" for n in range(0, 70, 3)]
+    served, served_subset = serve_on_two_processes(index_dir, lambda url: search_all(url, subset))
+
+    index, encoder = DenseIndex.load(index_dir), BiEncoder.from_pretrained(None)
+    single = index.search(encoder.encode(QUERIES), k=5)
+    single_subset = index.search(encoder.encode(QUERIES[:1]), k=2, subset_ids=subset)
+    for hits, expected in zip([*served, served_subset], [*single, *single_subset]):
+        assert [h["id"] for h in hits] == [i for i, _ in expected]
+        np.testing.assert_allclose([h["score"] for h in hits], [s for _, s in expected], rtol=1e-5)

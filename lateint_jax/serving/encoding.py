@@ -1,9 +1,9 @@
-"""The ColBERT encoder compiled for a fixed set of shapes.
+"""The query encoders compiled for a fixed set of shapes.
 
-Queries are always `query_maxlen` tokens; documents are padded to `doc_maxlen`; batches are
-padded up to a bucket from `batch_buckets`. `warmup()` compiles every (kind, bucket) pair, so a
-request never waits on XLA. Einsum letters: B batch, Q query tokens, T document tokens,
-D embedding dim.
+ColBERT queries are always `query_maxlen` tokens and its documents are padded to `doc_maxlen`;
+bi-encoder texts are padded to one of a few lengths; batches are padded up to a bucket from
+`batch_buckets`. `warmup()` compiles every shape, so a request never waits on XLA.
+Einsum letters: B batch, Q query tokens, T document tokens, D embedding dim, H vector size.
 """
 
 from __future__ import annotations
@@ -14,31 +14,21 @@ import numpy as np
 from lateint_jax.serving.buckets import bucket_for, chunks, pad_rows, powers_of_four_up_to
 
 
-class CompiledColBERT:
-    """`encode_queries` / `encode_documents` over fixed shapes, for a loaded `ColBERT`."""
+class _Compiled:
+    """A loaded encoder's pure `apply` jitted once, fed batches padded to `batch_buckets`."""
 
-    def __init__(self, colbert, *, max_batch: int = 32, device=None):
-        self.colbert = colbert
+    def __init__(self, model, *, max_batch: int, device=None):
         self.batch_buckets = powers_of_four_up_to(max_batch)
         self.device = device if device is not None else jax.local_devices()[0]
-        self.params = jax.device_put(colbert.params, self.device)
-        self._apply = jax.jit(colbert.apply)
-        self.query_maxlen = colbert.config.query_maxlen
-        self.doc_maxlen = colbert.config.doc_maxlen
-        self.dim = colbert.config.dim
+        self.params = jax.device_put(model.params, self.device)
+        self._apply = jax.jit(model.apply)
 
     def compiled_count(self) -> int:
         """Programs compiled so far (constant after warm-up when shapes stay in buckets)."""
         return self._apply._cache_size()
 
-    def warmup(self) -> None:
-        """Compile every batch bucket for queries and documents."""
-        for bucket in self.batch_buckets:
-            self.encode_queries(["warm up"] * bucket)
-            self.encode_documents(["warm up"] * bucket)
-
     def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """[B, T] ids/mask -> [B, T, D] float32, in bucket-sized device calls."""
+        """[B, T] ids/mask -> the model's [B, ...] float32 output, in bucket-sized calls."""
         outputs = []
         for start, stop in chunks(len(input_ids), self.batch_buckets[-1]):
             rows = stop - start
@@ -47,6 +37,25 @@ class CompiledColBERT:
             mask = jax.device_put(pad_rows(attention_mask[start:stop], bucket), self.device)
             outputs.append(np.asarray(self._apply(self.params, ids, mask))[:rows])
         return np.concatenate(outputs, axis=0)
+
+
+class CompiledColBERT(_Compiled):
+    """`encode_queries` / `encode_documents` over fixed shapes, for a loaded `ColBERT`."""
+
+    explains = True  # token vectors: MaxSim alignments can be shown
+
+    def __init__(self, colbert, *, max_batch: int = 32, device=None):
+        super().__init__(colbert, max_batch=max_batch, device=device)
+        self.colbert = colbert
+        self.query_maxlen = colbert.config.query_maxlen
+        self.doc_maxlen = colbert.config.doc_maxlen
+        self.dim = colbert.config.dim
+
+    def warmup(self) -> None:
+        """Compile every batch bucket for queries and documents."""
+        for bucket in self.batch_buckets:
+            self.encode_queries(["warm up"] * bucket)
+            self.encode_documents(["warm up"] * bucket)
 
     def tokenize_queries(self, texts: list[str]) -> dict[str, np.ndarray]:
         return self.colbert.tokenize_queries(texts)
@@ -79,3 +88,40 @@ class CompiledColBERT:
     def _token_strings(self, ids) -> list[str]:
         backend = self.colbert.tokenizer.backend
         return [backend.id_to_token(int(i)) or f"<{int(i)}>" for i in np.asarray(ids)]
+
+
+class CompiledBiEncoder(_Compiled):
+    """The same for a loaded `BiEncoder`: one [H] vector per text, texts padded to one of
+    `lengths` tokens (short queries do not pay for max_length)."""
+
+    explains = False
+
+    def __init__(self, bi_encoder, *, max_batch: int = 32, device=None):
+        super().__init__(bi_encoder, max_batch=max_batch, device=device)
+        self.bi_encoder = bi_encoder
+        self.max_length = bi_encoder.max_length
+        self.lengths = tuple(n for n in (32, 128) if n < self.max_length) + (self.max_length,)
+        self.dim = bi_encoder.bert_config.hidden_size
+
+    def warmup(self) -> None:
+        """Compile every (batch bucket, length bucket) pair."""
+        for bucket in self.batch_buckets:
+            for length in self.lengths:
+                self._run(*self._tokens(["warm up"] * bucket, length))
+
+    def _tokens(self, texts: list[str], length: int | None = None):
+        framed = self.bi_encoder.tokenizer.frame_single(texts, self.max_length, self.max_length)
+        longest = int(framed["attention_mask"].sum(1).max())
+        length = length or bucket_for(longest, self.lengths)
+        return (
+            np.asarray(framed["input_ids"][:, :length]),
+            np.asarray(framed["attention_mask"][:, :length]),
+        )
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        """texts -> [B, H] float32."""
+        return self._run(*self._tokens(list(texts)))
+
+    def encode_documents(self, texts: list[str]) -> list[np.ndarray]:
+        """texts -> one [1, H] float32 per text (the shape of a one-token document)."""
+        return [vector[None] for vector in self.encode_queries(texts)]

@@ -99,13 +99,7 @@ class SearchEngine:
         # k above the largest bucket is refused; max_k trims buckets (a faster warm-up).
         self.max_k = min(max_k or LIMITS.max_k, LIMITS.max_k, len(self.doc_ids))
         self.k_buckets = tuple(b for b in self.k_buckets if b < self.max_k) + (self.max_k,)
-        self.explain_buckets = powers_of_four_up_to(LIMITS.max_explained)
-        self.subset_buckets = tuple(b for b in powers_of_four_up_to(EXACT_SUBSET_MAX) if b >= 16)
-        self.doc_tokens = int(index.shards.doc_tokens)
-        self._align = jax.jit(_align_batch)
-        self._subset_scores = jax.jit(_subset_scores)
-        self._decompressed: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._cache_lock = threading.Lock()
+        self._setup_index_side()
         self.first_stage = Batcher(
             self._first_stage_batch, max_batch=max_batch, max_wait_s=max_wait_s, name="search"
         )
@@ -117,6 +111,17 @@ class SearchEngine:
                 max_wait_s=max_wait_s,
                 name="rerank",
             )
+
+    def _setup_index_side(self) -> None:
+        """Compiled helpers over the index's decompressed token vectors (explanations and
+        exactly scored small subsets)."""
+        self.explain_buckets = powers_of_four_up_to(LIMITS.max_explained)
+        self.subset_buckets = tuple(b for b in powers_of_four_up_to(EXACT_SUBSET_MAX) if b >= 16)
+        self.doc_tokens = int(self.index.shards.doc_tokens)
+        self._align = jax.jit(_align_batch)
+        self._subset_scores = jax.jit(_subset_scores)
+        self._decompressed: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     # ---------------------------------------------------------------- start-up and shutdown
     def warmup(self) -> None:
@@ -284,6 +289,11 @@ class SearchEngine:
             raise InputError("rerank: no reranker is loaded (start the server with --reranker)")
         if depth is not None and self.corpus is None:
             raise InputError("rerank: the server has no passage texts (start it with --corpus)")
+        if explain and not self.encoder.explains:
+            raise InputError(
+                "explain: token alignments need a late-interaction (ColBERT) index; this server "
+                "holds a single-vector (bi-encoder) index"
+            )
         if explain and len(texts) * k > LIMITS.max_explained:
             raise InputError(
                 f"explain: at most {LIMITS.max_explained} explained results per request "
@@ -392,3 +402,40 @@ class SearchEngine:
             mask[row, : doc.shape[0]] = True
         positions, sims = self._align(query, padded, mask)
         return np.asarray(positions)[: len(docs)], np.asarray(sims)[: len(docs)]
+
+
+class DenseSearchEngine(SearchEngine):
+    """The same service over a bi-encoder (`DenseIndex`): one vector per query, exhaustive
+    sharded dot-product search (small subsets scored on the host), no explanations."""
+
+    def _setup_index_side(self) -> None:
+        live = ~np.asarray(self.index.arrays.deleted, bool)
+        self._row = {i: n for n, i in enumerate(self.index.doc_ids) if live[n]}
+
+    def warmup(self) -> None:
+        """Compile the encoder, each (batch, k) bucket of the search, and the reranker."""
+        self.encoder.warmup()
+        sample = self.encoder.encode_queries(["warm up"])
+        for bucket in self.batch_buckets:
+            for k in self.k_buckets:
+                self.index.search(np.repeat(sample, bucket, axis=0), k=k)
+        if self.reranker is not None:
+            self.reranker.warmup()
+
+    def compiled_counts(self) -> dict:
+        from lateint_jax.index import plaid
+
+        counts = {"encoder": self.encoder.compiled_count()}
+        counts["index_dense"] = plaid.TRACE_COUNTS["dense"]
+        if self.reranker is not None:
+            counts["rerank"] = self.reranker.compiled_count()
+        return counts
+
+    def _search_small_subset(self, queries: np.ndarray, subset) -> list[list[tuple[str, float]]]:
+        """Dot products of queries [B, H] with every subset document's vector, on the host."""
+        vectors = np.asarray(self.index.arrays.vectors, np.float32)[[self._row[i] for i in subset]]
+        results = []
+        for scores in queries @ vectors.T:
+            order = np.argsort(-scores, kind="stable")
+            results.append([(subset[i], float(scores[i])) for i in order])
+        return results

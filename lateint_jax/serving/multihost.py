@@ -20,13 +20,18 @@ import numpy as np
 from lateint_jax.errors import InputError, UserError
 
 OP_STOP, OP_SEARCH = 0, 1
-HEADER = 7  # op, rows, query tokens, dim, k, ncells (0 = default), has subset
+HEADER = 7  # op, rows, query tokens (0: dense), dim, k, ncells (0 = default), has subset
 
 
 def _broadcast(value: np.ndarray) -> np.ndarray:
     from jax.experimental import multihost_utils
 
     return np.asarray(multihost_utils.broadcast_one_to_all(value))
+
+
+def _search(index, queries, k, subset_ids, ncells):
+    knobs = {"ncells": ncells} if ncells else {}  # a DenseIndex has no cells to probe
+    return index.search(queries, k=k, subset_ids=subset_ids, **knobs)
 
 
 class CoordinatedIndex:
@@ -41,22 +46,22 @@ class CoordinatedIndex:
 
     def search(self, queries, k: int = 10, *, subset_ids=None, ncells=None):
         queries = np.ascontiguousarray(queries, np.float32)
-        if queries.ndim != 3:
-            raise InputError(f"queries must be [B, Q, D], got shape {queries.shape}")
-        header = np.array(
-            [OP_SEARCH, *queries.shape, k, ncells or 0, subset_ids is not None], np.int32
-        )
-        _broadcast(header)
+        if queries.ndim not in (2, 3):
+            raise InputError(f"queries must be [B, Q, D] or [B, H], got shape {queries.shape}")
+        rows, dim = queries.shape[0], queries.shape[-1]
+        tokens = queries.shape[1] if queries.ndim == 3 else 0
+        header = [OP_SEARCH, rows, tokens, dim, k, ncells or 0, subset_ids is not None]
+        _broadcast(np.array(header, np.int32))
         _broadcast(queries)
         if subset_ids is not None:
             mask = np.zeros(len(self.index.doc_ids), np.int32)
             mask[[self._row[i] for i in subset_ids if i in self._row]] = 1
             _broadcast(mask)
-        return self.index.search(queries, k=k, subset_ids=subset_ids, ncells=ncells)
+        return _search(self.index, queries, k, subset_ids, ncells)
 
     def stop(self) -> None:
         """Release the other processes from their loop."""
-        _broadcast(np.array([OP_STOP, 0, 0, 0, 0, 0, 0], np.int32))
+        _broadcast(np.array([OP_STOP] + [0] * (HEADER - 1), np.int32))
 
 
 def follow(index) -> None:
@@ -67,13 +72,14 @@ def follow(index) -> None:
         )
         if op == OP_STOP:
             return
-        queries = _broadcast(np.zeros((rows, tokens, dim), np.float32))
+        shape = (rows, tokens, dim) if tokens else (rows, dim)
+        queries = _broadcast(np.zeros(shape, np.float32))
         subset = None
         if has_subset:
             mask = _broadcast(np.zeros(len(index.doc_ids), np.int32))
             subset = [index.doc_ids[i] for i in np.flatnonzero(mask)]
         try:
-            index.search(queries, k=k, subset_ids=subset, ncells=ncells or None)
+            _search(index, queries, k, subset, ncells)
         except UserError:
             pass  # process 0 rejected the same call at the same check, before any collective
 
@@ -104,10 +110,10 @@ def serve_multihost(args) -> int:
         f"[process {jax.process_index()}] {message}", file=sys.stderr, flush=True
     )
     if jax.process_index() != 0:
-        from lateint_jax.index.search import Index
+        from lateint_jax.index.search import load_any
 
         log(f"loading my shards of {args.index} ({jax.local_device_count()} local devices)")
-        follow(Index.load(args.index, devices=jax.devices()))
+        follow(load_any(args.index, devices=jax.devices()))
         jax.distributed.shutdown()  # leaves together with process 0
         log("stopped")
         return 0

@@ -29,8 +29,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--model",
-        help="ColBERT checkpoint (local path or hub name) for queries; must be the one the index "
-        "records (default: that one; for the demo, the packaged all-MiniLM-L6-v2)",
+        help="query encoder checkpoint (local path or hub name): ColBERT for a ColBERT index, "
+        "the bi-encoder for a dense one; must be the one the index records (default: that one; "
+        "for the demo, the packaged all-MiniLM-L6-v2 as ColBERT)",
     )
     parser.add_argument("--host", default=DEFAULT_HOST)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
@@ -90,12 +91,13 @@ def build_engine(args, log=print, wrap_index=None):
     import jax
 
     from lateint_jax.encoders import ColBERT, CrossEncoder
+    from lateint_jax.index.dense import DenseIndex
     from lateint_jax.index.search import Index
     from lateint_jax.index.storage import encoder_for_index, index_size_bytes, read_metadata
     from lateint_jax.serving.corpus import Corpus
     from lateint_jax.serving.demo import DEMO_CORPUS, ensure_demo_index
-    from lateint_jax.serving.encoding import CompiledColBERT
-    from lateint_jax.serving.engine import SearchEngine
+    from lateint_jax.serving.encoding import CompiledBiEncoder, CompiledColBERT
+    from lateint_jax.serving.engine import DenseSearchEngine, SearchEngine
     from lateint_jax.serving.rerank import CompiledReranker
 
     if args.rerank_depth is not None and args.rerank_depth < 1:
@@ -112,12 +114,8 @@ def build_engine(args, log=print, wrap_index=None):
         index_dir = Path(args.index)
         log(f"loading the encoder recorded in {index_dir} ...")
         metadata = read_metadata(index_dir)
-        if metadata.get("kind") != "colbert":
-            raise InputError(
-                f"{index_dir} is a {metadata.get('kind')!r} index; the server serves ColBERT "
-                "indexes (build one with `lateint index --kind colbert`)"
-            )
-        colbert = encoder_for_index(metadata, args.model)
+        dense = metadata.get("kind") == "dense"
+        model = encoder_for_index(metadata, args.model)
         corpus = Corpus.from_jsonl(args.corpus) if args.corpus else None
         if corpus is not None:
             missing = [i for i in read_doc_ids(index_dir) if i not in corpus]
@@ -130,21 +128,22 @@ def build_engine(args, log=print, wrap_index=None):
             log("no --corpus: results carry ids and scores only (no texts, rerank, or tokens)")
     else:
         log("loading the encoder ...")
-        colbert = ColBERT.from_pretrained(args.model)
+        dense, model = False, ColBERT.from_pretrained(args.model)
         corpus = Corpus.from_jsonl(args.corpus or DEMO_CORPUS)
-    encoder = CompiledColBERT(colbert, max_batch=args.max_batch)
+    compiled = CompiledBiEncoder if dense else CompiledColBERT
+    encoder = compiled(model, max_batch=args.max_batch)
     if not args.index:
-        index_dir = ensure_demo_index(encoder, corpus, colbert.model_name, log=log)
-    model_name = colbert.model_name
+        index_dir = ensure_demo_index(encoder, corpus, model.model_name, log=log)
+    model_name = model.model_name
     log(f"loading index {index_dir} onto {jax.device_count()} device(s) ...")
-    index = Index.load(index_dir, devices=jax.devices())
+    index = (DenseIndex if dense else Index).load(index_dir, devices=jax.devices())
     if wrap_index is not None:
         index = wrap_index(index)
     reranker = None
     if args.reranker:
         log(f"loading reranker {args.reranker} ...")
         reranker = CompiledReranker(CrossEncoder.from_pretrained(args.reranker), name=args.reranker)
-    engine = SearchEngine(
+    engine = (DenseSearchEngine if dense else SearchEngine)(
         index,
         encoder,
         corpus,
