@@ -11,12 +11,15 @@ torch builds, so they run as subprocesses of this same file in venvs under `.ben
 
 Reported per engine: build time, index bytes per token vector (every file on disk), latency per
 query one at a time and batched, top-10/top-100 overlap with exact search on the raw vectors,
-nDCG@10 (pytrec_eval). Writes benchmarks/results/index_search.json.
+nDCG@10 (pytrec_eval); for our PLAID also the overlap with exact MaxSim over the same compressed
+index. Both PLAIDs run at their own default knobs and at each other's (same-settings rows), so
+speed is compared at equal settings too. Writes benchmarks/results/index_search.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -200,25 +203,33 @@ def run_ours(docs, queries, meta) -> dict:
     index = Index.load(index_dir, devices=jax.devices()[:1])
     out["num_centroids"] = index.arrays.num_centroids
     position = {doc_id: n for n, doc_id in enumerate(meta["doc_ids"])}
-    for k in K_VALUES:
-        hits = index.search(queries, k=k)  # also compiles the batch buckets
-        for query in queries:  # compile every candidate-count bucket the queries reach
-            index.search(query[None], k=k)
-        out["runs"][f"k{k}"] = [[position[d] for d, _ in row] for row in hits]
-        out["latency_ms"][f"k{k}_single"] = timed_per_query(
-            lambda q, k=k: index.search(q, k=k), queries, False
-        )
-        out["latency_ms"][f"k{k}_batched"] = timed_per_query(
-            lambda q, k=k: index.search(q, k=k), queries, True
-        )
+    from lateint_jax.index.plaid import PlaidParams
+
+    at_colbert_ai = {"runs": {}, "latency_ms": {}, "settings": {}}
+    for result, params in ((out, PlaidParams.defaults), (at_colbert_ai, PlaidParams.colbert_ai)):
+        for k in K_VALUES:
+            knobs = dataclasses.asdict(params(k))
+            result.setdefault("settings", {})[k] = knobs
+
+            def search(q, k=k, knobs=knobs):
+                return index.search(q, k=k, **knobs)
+
+            hits = search(queries)  # also compiles the batch buckets
+            for query in queries:  # compile every candidate-count bucket the queries reach
+                search(query[None])
+            result["runs"][f"k{k}"] = [[position[d] for d, _ in row] for row in hits]
+            result["latency_ms"][f"k{k}_single"] = timed_per_query(search, queries, False)
+            result["latency_ms"][f"k{k}_batched"] = timed_per_query(search, queries, True)
+    out["at_colbert_ai_settings"] = at_colbert_ai
     start = time.perf_counter()
     exact_hits = index.exact_search(queries, k=100)  # exact MaxSim over the same index
     out["exact_same_index_seconds"] = time.perf_counter() - start
     same = [[position[d] for d, _ in row] for row in exact_hits]
-    out["overlap_with_exact_on_same_index"] = {
-        "top10": overlap(out["runs"]["k10"], [row[:10] for row in same], 10),
-        "top100": overlap(out["runs"]["k100"], same, 100),
-    }
+    for result in (out, at_colbert_ai):
+        result["overlap_with_exact_on_same_index"] = {
+            "top10": overlap(result["runs"]["k10"], [row[:10] for row in same], 10),
+            "top100": overlap(result["runs"]["k100"], same, 100),
+        }
     out["same_index_exact_runs"] = same
     return out
 
@@ -268,20 +279,28 @@ def engine_colbert_ai(out_path: Path) -> None:
 
         ColBERT.try_load_torch_extensions(use_gpu=False)  # segmented_maxsim, built on first use
         q = torch.from_numpy(queries)
-        for k in K_VALUES:
-            settings = {10: (1, 0.5, 256), 100: (2, 0.45, 1024)}[k]  # Searcher.dense_search's
-            search_config = ColBERTConfig.from_existing(config)
-            search_config.configure(
-                ncells=settings[0], centroid_score_threshold=settings[1], ndocs=settings[2]
-            )
+        ours = json.loads(os.environ["LATEINT_PLAID_DEFAULTS"])
+        runs = {"colbert-ai": {10: (1, 0.5, 256), 100: (2, 0.45, 1024)}}  # Searcher.dense_search's
+        runs["colbert-ai at lateint's settings"] = {int(k): tuple(v) for k, v in ours.items()}
+        for name, settings_by_k in runs.items():
+            result = out if name == "colbert-ai" else {"runs": {}, "latency_ms": {}}
+            for k in K_VALUES:
+                ncells, threshold, ndocs = settings_by_k[k]
+                search_config = ColBERTConfig.from_existing(config)
+                search_config.configure(
+                    ncells=ncells, centroid_score_threshold=threshold, ndocs=ndocs
+                )
 
-            def search(batch, config=search_config, k=k):
-                return [scorer.rank(config, row[None])[0][:k] for row in batch]
+                def search(batch, config=search_config, k=k):
+                    return [scorer.rank(config, row[None])[0][:k] for row in batch]
 
-            search(q[:2])
-            out["runs"][f"k{k}"] = [list(map(int, r)) for r in search(q)]
-            out["latency_ms"][f"k{k}_single"] = timed_per_query(search, q, False)
-            out["latency_ms"][f"k{k}_batched"] = timed_per_query(search, q, True)
+                search(q[:2])
+                result["runs"][f"k{k}"] = [list(map(int, r)) for r in search(q)]
+                result["latency_ms"][f"k{k}_single"] = timed_per_query(search, q, False)
+                result["latency_ms"][f"k{k}_batched"] = timed_per_query(search, q, True)
+            result["settings"] = {k: list(v) for k, v in settings_by_k.items()}
+            if result is not out:
+                out["at_lateint_settings"] = result
         out["notes"] = "no batched search on CPU: Searcher.search_all loops over queries"
     out_path.write_text(json.dumps(out))
 
@@ -336,8 +355,12 @@ def run_reference(name: str) -> dict:
         return {"error": f"{python} is missing (see the module docstring to create it)"}
     out_path = CACHE / f"{name}.json"
     out_path.unlink(missing_ok=True)
+    from lateint_jax.index.plaid import PlaidParams
+
+    ours = {k: list(dataclasses.astuple(PlaidParams.defaults(k))) for k in K_VALUES}
     done = subprocess.run(
         [str(python), __file__, "--engine", name],
+        env={**os.environ, "LATEINT_PLAID_DEFAULTS": json.dumps(ours)},
         check=False,
         capture_output=True,
         text=True,
@@ -367,15 +390,27 @@ def summarise(engines: dict, reference: dict, meta: dict) -> None:
             result["ours_speedup"] = {
                 key: value / ours[key] for key, value in result["latency_ms"].items() if key in ours
             }
+    same_settings = {
+        "colbert-ai": "lateint PLAID at colbert-ai's settings",
+        "colbert-ai at lateint's settings": "lateint PLAID",
+    }
+    for reference_name, ours_name in same_settings.items():
+        if "latency_ms" in engines.get(reference_name, {}):
+            mine = engines[ours_name]["latency_ms"]
+            engines[reference_name]["ours_speedup_same_settings"] = {
+                key: value / mine[key]
+                for key, value in engines[reference_name]["latency_ms"].items()
+                if key in mine
+            }
 
 
 def print_table(engines: dict) -> None:
-    head = f"{'engine':<28}{'build s':>9}{'B/vec':>7}{'k10 1q':>9}{'k10 bat':>9}"
+    head = f"{'engine':<40}{'build s':>9}{'B/vec':>7}{'k10 1q':>9}{'k10 bat':>9}"
     head += f"{'k100 1q':>9}{'k100 bat':>9}{'ov@10':>7}{'ov@100':>7}{'nDCG@10':>8}"
     print(head + "   (latency in ms per query)")
     for name, r in engines.items():
         if "error" in r:
-            print(f"{name:<28}cannot run: {r['error'][:300]}")
+            print(f"{name:<40}cannot run: {r['error'][:300]}")
             continue
         lat = r.get("latency_ms", {})
         cells = [r.get("build_seconds"), r.get("bytes_per_vector")]
@@ -387,7 +422,7 @@ def print_table(engines: dict) -> None:
             f"{'-':>{w}}" if v is None else f"{v:>{w}.{d}f}"
             for v, w, d in zip(cells, widths, digits)
         )
-        print(f"{name:<28}{text}")
+        print(f"{name:<40}{text}")
 
 
 def main() -> int:
@@ -415,9 +450,14 @@ def main() -> int:
     engines["exact MaxSim"] = reference
     engines["numpy brute"] = run_numpy(docs, queries)
     engines["lateint PLAID"] = run_ours(docs, queries, meta)
+    engines["lateint PLAID at colbert-ai's settings"] = engines["lateint PLAID"].pop(
+        "at_colbert_ai_settings"
+    )
     if not args.skip_references:
         for name in REFERENCE_ENGINES:
             engines[name] = run_reference(name)
+            if "at_lateint_settings" in engines[name]:
+                engines[f"{name} at lateint's settings"] = engines[name].pop("at_lateint_settings")
     summarise(engines, reference, meta)
     same = engines["lateint PLAID"].pop("same_index_exact_runs")
     engines["lateint exact (same index)"] = {
@@ -427,9 +467,10 @@ def main() -> int:
         "notes": "exact MaxSim over our decompressed 2-bit index: the ceiling for any search of it",
     }
     print_table(engines)
-    same = engines["lateint PLAID"]["overlap_with_exact_on_same_index"]
-    print(f"lateint PLAID vs exact MaxSim on the same index: top-10 overlap {same['top10']:.3f}, "
-          f"top-100 {same['top100']:.3f}")  # fmt: skip
+    for name in ("lateint PLAID", "lateint PLAID at colbert-ai's settings"):
+        same = engines[name]["overlap_with_exact_on_same_index"]
+        print(f"{name} vs exact MaxSim on the same index: top-10 overlap {same['top10']:.3f}, "
+              f"top-100 {same['top100']:.3f}")  # fmt: skip
     print(f"exact MaxSim: {reference['gflops_batched']:.0f} GFLOP/s batched, "
           f"{reference['gflops_single']:.0f} one query at a time; numpy "
           f"{engines['numpy brute']['gflops_single']:.0f}")  # fmt: skip

@@ -135,10 +135,13 @@ def test_centroid_interaction_matches_numpy(corpus):
                 assert float(got[j]) == pytest.approx(expected, rel=1e-5, abs=1e-3)
 
 
-def test_defaults_follow_colbert_ai():
-    assert plaid.PlaidParams.defaults(10) == plaid.PlaidParams(1, 0.5, 256)
-    assert plaid.PlaidParams.defaults(100) == plaid.PlaidParams(2, 0.45, 1024)
-    assert plaid.PlaidParams.defaults(1000) == plaid.PlaidParams(4, 0.4, 4096)
+def test_colbert_ai_settings_and_ours():
+    assert plaid.PlaidParams.colbert_ai(10) == plaid.PlaidParams(1, 0.5, 256)
+    assert plaid.PlaidParams.colbert_ai(100) == plaid.PlaidParams(2, 0.45, 1024)
+    assert plaid.PlaidParams.colbert_ai(1000) == plaid.PlaidParams(4, 0.4, 4096)
+    assert plaid.PlaidParams.colbert_ai(2000).ndocs == 8000
+    assert plaid.PlaidParams.defaults(10) == plaid.PlaidParams(2, 0.45, 2048)
+    assert plaid.PlaidParams.defaults(100) == plaid.PlaidParams(4, 0.4, 4096)
     assert plaid.PlaidParams.defaults(2000).ndocs == 8000
     assert plaid.PlaidParams.defaults(10, ncells=3).ncells == 3
 

@@ -50,7 +50,9 @@ DOC_MULTIPLE = 16  # documents per shard are a multiple of this (exact search ch
 
 @dataclass(frozen=True)
 class PlaidParams:
-    """Search knobs; `defaults(k)` gives colbert-ai's choice for a given k."""
+    """Search knobs. `defaults(k)` are this project's (chosen on SciFact for a top-10 overlap of
+    at least 0.98 with exact MaxSim over the same index, benchmarks/plaid_settings.py);
+    `colbert_ai(k)` are colbert-ai's (`Searcher.dense_search`), faster and less faithful."""
 
     ncells: int
     centroid_score_threshold: float
@@ -59,11 +61,23 @@ class PlaidParams:
     @classmethod
     def defaults(cls, k: int, ncells=None, centroid_score_threshold=None, ndocs=None):
         if k <= 10:
+            base = (2, 0.45, 2048)
+        else:
+            base = (4, 0.4, max(k * 4, 4096))
+        return cls._with(base, ncells, centroid_score_threshold, ndocs)
+
+    @classmethod
+    def colbert_ai(cls, k: int, ncells=None, centroid_score_threshold=None, ndocs=None):
+        if k <= 10:
             base = (1, 0.5, 256)
         elif k <= 100:
             base = (2, 0.45, 1024)
         else:
             base = (4, 0.4, max(k * 4, 4096))
+        return cls._with(base, ncells, centroid_score_threshold, ndocs)
+
+    @classmethod
+    def _with(cls, base, ncells, centroid_score_threshold, ndocs):
         return cls(
             ncells=int(base[0] if ncells is None else ncells),
             centroid_score_threshold=float(

@@ -159,7 +159,8 @@ class Index(ArraysView):
         ndocs: int | None = None,
     ) -> list[list[tuple[str, float]]]:
         """PLAID search: query_embeddings [B, Q, D] (or one query [Q, D]) -> for each query its
-        best k (doc_id, score), best first. Knobs left None take colbert-ai's defaults for k.
+        best k (doc_id, score), best first. Knobs left None take
+        `PlaidParams.defaults(k)` (`PlaidParams.colbert_ai(k)` gives colbert-ai's).
         With subset_ids, every listed live document is a candidate (colbert-ai's `pids`)."""
         queries = check_queries(query_embeddings, self.dim, rank=3)
         allowed, available = self._allowed(subset_ids)

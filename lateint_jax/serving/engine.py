@@ -155,7 +155,7 @@ class SearchEngine:
 
     def _warm_index(self, queries: np.ndarray, k: int) -> None:
         """PLAID compiles per (batch, k, probed cells, candidate width). Probed cells start at
-        colbert-ai's default for k and grow 4x while a query has fewer than k candidates: each
+        the default for k and grow 4x while a query has fewer than k candidates: each
         step is compiled here. Widths follow the candidate count per shard: subsets of chosen
         sizes reach each one (their candidate count is the subset's share of a shard)."""
         from lateint_jax.index.plaid import PlaidParams
