@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import platform
 import resource
@@ -29,6 +28,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from index_search import write_report
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "index_scaling.json"
@@ -191,11 +193,7 @@ def main() -> int:
         "settings": {"dim": DIM, "nbits": NBITS, "k": 10, "query_tokens": QUERY_TOKENS},
         "sizes": rows,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, RESULTS)
-    print(f"wrote {RESULTS}")
+    write_report(RESULTS, report)
     return 0
 
 

@@ -12,8 +12,6 @@ Writes benchmarks/results/plaid_settings.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -95,10 +93,7 @@ def main() -> int:
         "exact_raw_ndcg@10": bench.ndcg10(raw["k10"], meta),
         "settings": rows,
     }
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, RESULTS)
-    print(f"wrote {RESULTS}")
+    bench.write_report(RESULTS, report)
     return 0
 
 

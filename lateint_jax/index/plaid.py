@@ -60,21 +60,17 @@ class PlaidParams:
 
     @classmethod
     def defaults(cls, k: int, ncells=None, centroid_score_threshold=None, ndocs=None):
-        if k <= 10:
-            base = (2, 0.45, 2048)
-        else:
-            base = (4, 0.4, max(k * 4, 4096))
+        base = (2, 0.45, 2048) if k <= 10 else cls._wide(k)
         return cls._with(base, ncells, centroid_score_threshold, ndocs)
 
     @classmethod
     def colbert_ai(cls, k: int, ncells=None, centroid_score_threshold=None, ndocs=None):
-        if k <= 10:
-            base = (1, 0.5, 256)
-        elif k <= 100:
-            base = (2, 0.45, 1024)
-        else:
-            base = (4, 0.4, max(k * 4, 4096))
+        base = (1, 0.5, 256) if k <= 10 else (2, 0.45, 1024) if k <= 100 else cls._wide(k)
         return cls._with(base, ncells, centroid_score_threshold, ndocs)
+
+    @staticmethod
+    def _wide(k: int) -> tuple:
+        return (4, 0.4, max(k * 4, 4096))
 
     @classmethod
     def _with(cls, base, ncells, centroid_score_threshold, ndocs):
