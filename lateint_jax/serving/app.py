@@ -138,7 +138,8 @@ def create_app(engine: SearchEngine, *, index_info: dict | None = None) -> FastA
 
     @app.post("/encode", response_model=EncodeResponse, responses=ERROR_RESPONSES)
     async def encode(body: EncodeRequest):
-        """ColBERT token embeddings: [query_maxlen, D] per query, [T_i, D] per document."""
+        """ColBERT token embeddings: [query_maxlen, D] per query, [T_i, D] per document
+        (a bi-encoder index: one [1, H] matrix per text)."""
         encoder = engine.encoder
         if body.kind == "query":
             arrays = await run_in_threadpool(encoder.encode_queries, body.texts)

@@ -19,8 +19,8 @@ DEFAULT_PORT = 8000
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--index",
-        help="index folder (from `lateint index`); default: the demo index of the corpus the "
-        "package ships, built with the default model on first use",
+        help="index folder (from `lateint index`, ColBERT or bi-encoder); default: the demo "
+        "index of the corpus the package ships, built with the default model on first use",
     )
     parser.add_argument(
         "--corpus",
