@@ -4,7 +4,6 @@ the same global batches."""
 
 import dataclasses
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 
 from lateint_jax.training import loop
 from lateint_jax.training.config import load_config
+from tests.local_servers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,12 +34,6 @@ leaves, _ = jax.tree_util.tree_flatten_with_path(params)
 if jax.process_index() == 0:
     np.savez(out, **{jax.tree_util.keystr(k): v for k, v in leaves})
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(tmp_path, name, devices, process_id=None, num_processes=None, port=None):

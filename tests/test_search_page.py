@@ -7,7 +7,6 @@ the `selenium` package; the browser test skips when either is missing.
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.local_servers import free_port, wait_until_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -32,12 +33,6 @@ CHROME_FLAGS = [
 # A lone request waits this long for companions before its batch runs: a deterministic window
 # in which the request is in flight, for the shutdown test.
 SLOW_WAIT_MS = 2500
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(cache: Path, *extra: str) -> tuple[subprocess.Popen, str]:
@@ -69,17 +64,12 @@ def start_server(cache: Path, *extra: str) -> tuple[subprocess.Popen, str]:
         text=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 420  # generous: CI machines may be busy
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"serve.py exited early:\n{process.stdout.read()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    process.kill()
-    raise AssertionError(f"serve.py did not come up:\n{process.stdout.read()}")
+    try:
+        wait_until_healthy(url, [process])
+    except AssertionError:
+        process.kill()
+        raise
+    return process, url
 
 
 def stop(process: subprocess.Popen) -> str:

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -14,17 +13,10 @@ import pytest
 
 from lateint_jax.serving.corpus import Corpus
 from lateint_jax.serving.demo import DEMO_CORPUS, build_corpus_index
+from tests.local_servers import free_port, wait_until_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 QUERIES = ["how do bees find flowers", "coral reefs", "binary search", "bread yeast"]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -69,16 +61,7 @@ def serve_on_two_processes(index_dir, ask):
         )
     url = f"http://127.0.0.1:{http_port}"
     try:
-        deadline = time.monotonic() + 420
-        while True:
-            assert all(p.poll() is None for p in processes), "a server process exited early"
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the two-process server did not come up"
-            time.sleep(0.5)
+        wait_until_healthy(url, processes)
         stats = httpx.get(f"{url}/stats", timeout=30).json()
         assert stats["process_count"] == 2 and stats["device_count"] == 4
         answers = ask(url)
