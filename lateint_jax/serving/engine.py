@@ -411,6 +411,7 @@ class DenseSearchEngine(SearchEngine):
     def _setup_index_side(self) -> None:
         live = ~np.asarray(self.index.arrays.deleted, bool)
         self._row = {i: n for n, i in enumerate(self.index.doc_ids) if live[n]}
+        self._host_vectors = np.asarray(self.index.arrays.vectors, np.float32)  # read once
 
     def warmup(self) -> None:
         """Compile the encoder, each (batch, k) bucket of the search, and the reranker."""
@@ -433,7 +434,7 @@ class DenseSearchEngine(SearchEngine):
 
     def _search_small_subset(self, queries: np.ndarray, subset) -> list[list[tuple[str, float]]]:
         """Dot products of queries [B, H] with every subset document's vector, on the host."""
-        vectors = np.asarray(self.index.arrays.vectors, np.float32)[[self._row[i] for i in subset]]
+        vectors = self._host_vectors[[self._row[i] for i in subset]]
         results = []
         for scores in queries @ vectors.T:
             order = np.argsort(-scores, kind="stable")
