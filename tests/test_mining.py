@@ -107,3 +107,33 @@ def test_teacher_command_bad_input(tmp_path, capsys):
     assert lateint(["mine", str(tmp_path), str(tmp_path / "o")]) == 2
     assert "no corpus.jsonl" in capsys.readouterr().err
     assert Path(tmp_path / "o").exists() is False
+
+
+def test_title_pseudo_queries_from_a_corpus_alone(tmp_path, capsys):
+    titled = {
+        "a": ("Insulin and diabetes", "insulin lowers blood glucose in diabetes"),
+        "b": ("Diabetes risk", "insulin resistance and diabetes risk"),
+        "c": ("Coffee and sleep", "coffee consumption and sleep quality"),
+        "d": ("", "malaria vaccine trial in children"),
+        "e": ("Sleep loss", "sleep deprivation impairs memory"),
+    }
+    (tmp_path / "corpus.jsonl").write_text(
+        "".join(
+            json.dumps({"_id": d, "title": title, "text": text}) + "\n"
+            for d, (title, text) in titled.items()
+        )
+    )
+    out = tmp_path / "titles.jsonl"
+    args = [str(tmp_path), str(out), "--title-queries", "4", "--negatives", "2", "--depth", "5"]
+    assert lateint(["mine", *args]) == 0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted(line["pos_id"] for line in lines) == ["a", "b", "c", "e"]  # "d" has no title
+    for line in lines:
+        title, body = titled[line["pos_id"]]
+        assert (line["query"], line["positive"]) == (title, body)
+        assert line["pos_id"] not in line["neg_ids"] and len(line["neg_ids"]) == 2
+        assert line["negatives"] == [titled[d][1] for d in line["neg_ids"]]
+    read = tuples.read_tuples(out, 3)
+    assert read[0].documents[0] == titled[lines[0]["pos_id"]][1]
+    assert lateint(["mine", *args[:2], "--title-queries", "5"]) == 2
+    assert "only 4 passages with both a title and a text" in capsys.readouterr().err

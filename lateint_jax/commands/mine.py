@@ -14,6 +14,16 @@ def configure(parser) -> None:
     parser.add_argument("--model", default=None, help="ColBERT model for --first-stage colbert")
     parser.add_argument("--depth", type=int, default=100, help="candidates ranked per query")
     parser.add_argument("--negatives", type=int, default=31, help="negatives kept per tuple")
+    parser.add_argument(
+        "--title-queries",
+        type=int,
+        metavar="N",
+        default=0,
+        help="instead of the qrels, mine N pseudo-queries from the corpus (domain adaptation): "
+        "a passage's title is the query, its text the positive (titles left out of every "
+        "passage); passages sampled with --seed",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed for --title-queries")
 
 
 def run(args) -> int:
@@ -23,19 +33,50 @@ def run(args) -> int:
     if args.negatives < 1 or args.depth < args.negatives:
         raise InputError("--negatives must be >= 1 and --depth >= --negatives")
     start = time.perf_counter()
+    if args.title_queries:
+        return _title_queries(args, start)
     corpus = tuples.read_beir_corpus(args.beir_folder)
     queries = tuples.read_beir_queries(args.beir_folder)
     qrels = tuples.read_beir_qrels(args.beir_folder, args.split)
     wanted = {q: queries[q] for q in qrels if q in queries}
-    if args.first_stage == "bm25":
-        rankings = mining.bm25_rankings(corpus, wanted, args.depth)
-    else:
-        from lateint_jax.encoders import ColBERT
-
-        model = ColBERT.from_pretrained(args.model)
-        rankings = mining.colbert_rankings(model, corpus, wanted, args.depth)
+    rankings = _rankings(args, corpus, wanted)
     lines = mining.mine_tuples(rankings, qrels, args.negatives)
     tuples.write_tuples(args.output, lines)
     elapsed = time.perf_counter() - start
     print(f"wrote {len(lines)} tuples for {len(wanted)} queries to {args.output} ({elapsed:.1f}s)")
+    return 0
+
+
+def _rankings(args, corpus: dict[str, str], queries: dict[str, str]) -> dict[str, list[str]]:
+    from lateint_jax.data import mining
+
+    if args.first_stage == "bm25":
+        return mining.bm25_rankings(corpus, queries, args.depth)
+    from lateint_jax.encoders import ColBERT
+
+    model = ColBERT.from_pretrained(args.model)
+    return mining.colbert_rankings(model, corpus, queries, args.depth)
+
+
+def _title_queries(args, start: float) -> int:
+    import numpy as np
+
+    from lateint_jax.data import mining, tuples
+    from lateint_jax.errors import InputError
+
+    titled = tuples.read_beir_titled_corpus(args.beir_folder)
+    with_title = sorted(d for d, (title, text) in titled.items() if title.strip() and text.strip())
+    if len(with_title) < args.title_queries:
+        raise InputError(
+            f"--title-queries {args.title_queries}: the corpus has only {len(with_title)} "
+            "passages with both a title and a text"
+        )
+    rng = np.random.default_rng(args.seed)
+    chosen = [with_title[i] for i in rng.choice(len(with_title), args.title_queries, replace=False)]
+    bodies = {d: text for d, (_, text) in titled.items()}
+    rankings = _rankings(args, bodies, {d: titled[d][0] for d in chosen})
+    lines = mining.title_pseudo_queries(titled, rankings, args.negatives)
+    tuples.write_tuples(args.output, lines)
+    elapsed = time.perf_counter() - start
+    print(f"wrote {len(lines)} title pseudo-query tuples to {args.output} ({elapsed:.1f}s)")
     return 0

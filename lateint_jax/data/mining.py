@@ -114,6 +114,37 @@ def mine_tuples(
     return lines
 
 
+def title_pseudo_queries(
+    titled: dict[str, tuple[str, str]], rankings: dict[str, list[str]], num_negatives: int
+) -> list[dict]:
+    """Domain-adaptation tuples from a corpus alone: passage d's title is the query, d's body
+    (title removed, or the match would be trivial) the positive, and the bodies of the first
+    stage's best hits for that title, d excluded, the negatives.
+
+    titled: {doc id: (title, body)} of the passages to turn into queries and of every passage
+    `rankings` may name; rankings: {doc id: corpus ids ranked for its title}.
+    """
+    lines, short = [], 0
+    for doc_id, ranked in rankings.items():
+        negatives = [d for d in ranked if d != doc_id][:num_negatives]
+        if len(negatives) < num_negatives:
+            short += 1
+            continue
+        title, body = titled[doc_id]
+        lines.append(
+            {
+                "query": title,
+                "pos_id": doc_id,
+                "positive": body,
+                "neg_ids": negatives,
+                "negatives": [titled[d][1] for d in negatives],
+            }
+        )
+    if short:
+        logger.warning("%d titles had fewer than %d negatives and were skipped", short, num_negatives)
+    return lines
+
+
 def with_texts(lines: list[dict], corpus: dict[str, str], queries: dict[str, str]) -> list[dict]:
     """Mined tuples with their texts inlined ("query", "positive", "negatives"), so they train
     without the corpus at hand (e.g. after reading the data through TFDS)."""

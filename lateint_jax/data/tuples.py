@@ -34,14 +34,21 @@ class TrainingTuple:
 
 def read_beir_corpus(folder: str | os.PathLike) -> dict[str, str]:
     """corpus.jsonl of a BEIR folder -> {doc id: "title text"} (title omitted when empty)."""
+    return {
+        doc_id: f"{title} {text}".strip() if title else text
+        for doc_id, (title, text) in read_beir_titled_corpus(folder).items()
+    }
+
+
+def read_beir_titled_corpus(folder: str | os.PathLike) -> dict[str, tuple[str, str]]:
+    """corpus.jsonl of a BEIR folder -> {doc id: (title, text)}, "" for a missing field."""
     path = Path(folder) / "corpus.jsonl"
     if not path.exists():
         raise InputError(f"no corpus.jsonl in {folder}")
-    corpus = {}
-    for number, line in _json_lines(path):
-        title, text = line.get("title") or "", line.get("text") or ""
-        corpus[str(line["_id"])] = f"{title} {text}".strip() if title else text
-    return corpus
+    return {
+        str(line["_id"]): (line.get("title") or "", line.get("text") or "")
+        for _, line in _json_lines(path)
+    }
 
 
 def read_beir_queries(folder: str | os.PathLike) -> dict[str, str]:
