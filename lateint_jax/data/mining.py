@@ -141,7 +141,9 @@ def title_pseudo_queries(
             }
         )
     if short:
-        logger.warning("%d titles had fewer than %d negatives and were skipped", short, num_negatives)
+        logger.warning(
+            "%d titles had fewer than %d negatives and were skipped", short, num_negatives
+        )
     return lines
 
 
