@@ -137,3 +137,5 @@ def test_title_pseudo_queries_from_a_corpus_alone(tmp_path, capsys):
     assert read[0].documents[0] == titled[lines[0]["pos_id"]][1]
     assert lateint(["mine", *args[:2], "--title-queries", "5"]) == 2
     assert "only 4 passages with both a title and a text" in capsys.readouterr().err
+    assert lateint(["mine", *args[:2], "--title-queries", "-1"]) == 2
+    assert "--title-queries must be >= 0" in capsys.readouterr().err

@@ -32,6 +32,8 @@ def run(args) -> int:
 
     if args.negatives < 1 or args.depth < args.negatives:
         raise InputError("--negatives must be >= 1 and --depth >= --negatives")
+    if args.title_queries < 0:
+        raise InputError(f"--title-queries must be >= 0, got {args.title_queries}")
     start = time.perf_counter()
     if args.title_queries:
         return _title_queries(args, start)
