@@ -27,7 +27,7 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from lateint_jax.data import mining, tuples
+    from lateint_jax.data import tuples
     from lateint_jax.errors import InputError
 
     if args.negatives < 1 or args.depth < args.negatives:
@@ -35,18 +35,22 @@ def run(args) -> int:
     if args.title_queries < 0:
         raise InputError(f"--title-queries must be >= 0, got {args.title_queries}")
     start = time.perf_counter()
-    if args.title_queries:
-        return _title_queries(args, start)
+    lines, what = _title_query_tuples(args) if args.title_queries else _qrels_tuples(args)
+    tuples.write_tuples(args.output, lines)
+    elapsed = time.perf_counter() - start
+    print(f"wrote {len(lines)} {what} to {args.output} ({elapsed:.1f}s)")
+    return 0
+
+
+def _qrels_tuples(args) -> tuple[list[dict], str]:
+    from lateint_jax.data import mining, tuples
+
     corpus = tuples.read_beir_corpus(args.beir_folder)
     queries = tuples.read_beir_queries(args.beir_folder)
     qrels = tuples.read_beir_qrels(args.beir_folder, args.split)
     wanted = {q: queries[q] for q in qrels if q in queries}
-    rankings = _rankings(args, corpus, wanted)
-    lines = mining.mine_tuples(rankings, qrels, args.negatives)
-    tuples.write_tuples(args.output, lines)
-    elapsed = time.perf_counter() - start
-    print(f"wrote {len(lines)} tuples for {len(wanted)} queries to {args.output} ({elapsed:.1f}s)")
-    return 0
+    lines = mining.mine_tuples(_rankings(args, corpus, wanted), qrels, args.negatives)
+    return lines, f"tuples for {len(wanted)} queries"
 
 
 def _rankings(args, corpus: dict[str, str], queries: dict[str, str]) -> dict[str, list[str]]:
@@ -60,7 +64,7 @@ def _rankings(args, corpus: dict[str, str], queries: dict[str, str]) -> dict[str
     return mining.colbert_rankings(model, corpus, queries, args.depth)
 
 
-def _title_queries(args, start: float) -> int:
+def _title_query_tuples(args) -> tuple[list[dict], str]:
     import numpy as np
 
     from lateint_jax.data import mining, tuples
@@ -78,7 +82,4 @@ def _title_queries(args, start: float) -> int:
     bodies = {d: text for d, (_, text) in titled.items()}
     rankings = _rankings(args, bodies, {d: titled[d][0] for d in chosen})
     lines = mining.title_pseudo_queries(titled, rankings, args.negatives)
-    tuples.write_tuples(args.output, lines)
-    elapsed = time.perf_counter() - start
-    print(f"wrote {len(lines)} title pseudo-query tuples to {args.output} ({elapsed:.1f}s)")
-    return 0
+    return lines, "title pseudo-query tuples"
