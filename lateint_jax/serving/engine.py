@@ -411,7 +411,7 @@ class DenseSearchEngine(SearchEngine):
     def _setup_index_side(self) -> None:
         live = ~np.asarray(self.index.arrays.deleted, bool)
         self._row = {i: n for n, i in enumerate(self.index.doc_ids) if live[n]}
-        self._host_vectors = np.asarray(self.index.arrays.vectors, np.float32)  # read once
+        self._host_vectors = None  # copied from the devices at the first small-subset search
 
     def warmup(self) -> None:
         """Compile the encoder, each (batch, k) bucket of the search, and the reranker."""
@@ -434,6 +434,8 @@ class DenseSearchEngine(SearchEngine):
 
     def _search_small_subset(self, queries: np.ndarray, subset) -> list[list[tuple[str, float]]]:
         """Dot products of queries [B, H] with every subset document's vector, on the host."""
+        if self._host_vectors is None:
+            self._host_vectors = np.asarray(self.index.arrays.vectors, np.float32)
         vectors = self._host_vectors[[self._row[i] for i in subset]]
         results = []
         for scores in queries @ vectors.T:
