@@ -127,6 +127,13 @@ def test_overrides_are_typed_and_checked():
         dataclasses.replace(config, loss="mnrl").validate()
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.py")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path):
+    config = load_config(path).validate()
+    if config.task == "colbert":
+        assert set(config.export_layouts) <= {"pylate", "stanford", "hf"}
+
+
 def test_cli_prints_one_line_errors(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "train.py"), "--config", str(TINY), "nway=99"],
