@@ -1,7 +1,7 @@
 """The SciFact ColBERT recipe (nDCG@10 0.768 and 0.745 with seeds 0 and 1 on this CPU): a
 student from all-MiniLM-L6-v2 + a 128-d projection, n-way CE (positive + 3 BM25 negatives) plus
-CE against every document of the batch, over two passes of SciFact's 919 train tuples and 2000 title
-pseudo-queries (docs/TRAINING.md, "The ColBERTv2 recipe on SciFact"):
+CE against every document of the batch, over two passes of SciFact's 919 train tuples and 2000
+title pseudo-queries (docs/TRAINING.md, "The ColBERTv2 recipe on SciFact"):
 
     D=../shared/data/scifact
     lateint mine $D runs/scifact/bm25_train.jsonl --first-stage bm25 --negatives 31

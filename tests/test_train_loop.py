@@ -131,7 +131,7 @@ def test_overrides_are_typed_and_checked():
 def test_every_shipped_config_is_valid(path):
     config = load_config(path).validate()
     if config.task == "colbert":
-        assert set(config.export_layouts) <= {"pylate", "stanford", "hf"}
+        assert set(config.export_layouts) <= {"pylate", "stanford"}
 
 
 def test_cli_prints_one_line_errors(tmp_path):
