@@ -17,6 +17,12 @@ LOSSES = {
     "cross_encoder": ("nway_ce", "bce"),
     "bi_encoder": ("mnrl", "triplet"),
 }
+# What export_layouts may name per task (the cross-encoder and bi-encoder have one layout each).
+EXPORT_LAYOUTS = {
+    "colbert": ("pylate", "stanford"),
+    "cross_encoder": ("hf",),
+    "bi_encoder": ("sentence_transformers",),
+}
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     log_every: int = 10
-    export_layouts: tuple[str, ...] = ("pylate",)  # final model(s): "pylate", "stanford", "hf"
+    export_layouts: tuple[str, ...] = ("pylate",)  # final model(s), from EXPORT_LAYOUTS[task]
     halt_after_steps: int | None = None  # stop this process after that many steps (tests)
 
     def validate(self) -> TrainConfig:
@@ -75,6 +81,12 @@ class TrainConfig:
             raise InputError("train_tuples is empty: set train_tuples=PATH")
         if self.num_steps < 1 or self.checkpoint_every < 1 or self.log_every < 1:
             raise InputError("num_steps, checkpoint_every and log_every must be >= 1")
+        unknown = [x for x in self.export_layouts if x not in EXPORT_LAYOUTS[self.task]]
+        if unknown:
+            raise InputError(
+                f"export_layouts {unknown} unknown for task {self.task!r} "
+                f"(expected some of {EXPORT_LAYOUTS[self.task]})"
+            )
         return self
 
     @property
