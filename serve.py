@@ -10,14 +10,14 @@ import argparse
 import sys
 
 from lateint_jax.errors import UserError
-from lateint_jax.serving import app, server
+from lateint_jax.serving import server
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     server.configure(parser)
     args = parser.parse_args()
     try:
-        sys.exit(app.run(args))
+        sys.exit(server.serve(args))
     except UserError as err:
         print(f"serve.py: error: {err}", file=sys.stderr)
         sys.exit(2)

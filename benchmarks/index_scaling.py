@@ -129,12 +129,12 @@ def device_bytes(shards) -> int:
 def measure(size: int, queries_count: int, exact_max: int) -> dict:
     import jax
 
-    from lateint_jax.index.search import Index
+    from lateint_jax.index.colbert_index import ColBERTIndex
 
     start = time.perf_counter()
     arrays, samples = synthetic_index(size)
     build = time.perf_counter() - start
-    index = Index(arrays, devices=jax.devices()[:1])
+    index = ColBERTIndex(arrays, devices=jax.devices()[:1])
     queries = make_queries(samples, queries_count)
     row = {
         "token_vectors": arrays.num_embeddings,

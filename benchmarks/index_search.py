@@ -199,7 +199,7 @@ def run_ours(docs, queries, meta) -> dict:
     import jax
 
     from lateint_jax.index.build import build_index
-    from lateint_jax.index.search import Index
+    from lateint_jax.index.colbert_index import ColBERTIndex
 
     index_dir = CACHE / "indexes" / "lateint"
     start = time.perf_counter()
@@ -209,7 +209,7 @@ def run_ours(docs, queries, meta) -> dict:
     vectors = sum(len(d) for d in docs)
     out["bytes_per_vector"] = sum(files.values()) / vectors
     out["bytes_per_vector_by_file"] = {n: b / vectors for n, b in sorted(files.items())}
-    index = Index.load(index_dir, devices=jax.devices()[:1])
+    index = ColBERTIndex.load(index_dir, devices=jax.devices()[:1])
     out["num_centroids"] = index.arrays.num_centroids
     position = {doc_id: n for n, doc_id in enumerate(meta["doc_ids"])}
     from lateint_jax.index.plaid import PlaidParams

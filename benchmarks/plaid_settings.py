@@ -31,12 +31,12 @@ def open_index(docs, meta):
     import jax
 
     from lateint_jax.index.build import build_index
-    from lateint_jax.index.search import Index
+    from lateint_jax.index.colbert_index import ColBERTIndex
 
     index_dir = bench.CACHE / "indexes" / "lateint"
     if not (index_dir / "metadata.json").exists():
         build_index(docs, meta["doc_ids"], index_dir, nbits=2, overwrite=True, progress=True)
-    return Index.load(index_dir, devices=jax.devices()[:1])
+    return ColBERTIndex.load(index_dir, devices=jax.devices()[:1])
 
 
 def main() -> int:

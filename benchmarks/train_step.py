@@ -92,6 +92,7 @@ def ours(args, queries, docs, scores):
     """A callable running N of our jitted steps, and the doc length used."""
     import jax
 
+    from lateint_jax import sharding
     from lateint_jax.data.tuples import TrainingTuple
     from lateint_jax.training import step as step_lib
     from lateint_jax.training.config import TrainConfig
@@ -113,7 +114,7 @@ def ours(args, queries, docs, scores):
         TrainingTuple(q, tuple(docs[i * args.nway : (i + 1) * args.nway]), tuple(scores[i]))
         for i, q in enumerate(queries)
     ]
-    mesh = step_lib.make_data_mesh()
+    mesh = sharding.data_mesh(jax.devices(), explicit=False)
     schedule = learning_rate_schedule(1e-5, 10, 1000)
     optimizer = make_optimizer(schedule, 0.01, 1.0)
     state = step_lib.place_state(create_state(task.params, optimizer, 0), mesh)

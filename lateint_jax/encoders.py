@@ -14,13 +14,16 @@ import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
+from lateint_jax import shapes
+from lateint_jax.convert.export import export_bi_encoder, export_colbert, export_cross_encoder
 from lateint_jax.convert.load import Checkpoint, load_checkpoint
 from lateint_jax.data.tokenize import (
     TextTokenizer,
     bucket_length,
     check_texts,
-    pad_rows,
+    pad_token_rows,
     punctuation_ids,
     warn_truncated,
 )
@@ -39,7 +42,9 @@ _bi_jit = jax.jit(
 _cross_jit = jax.jit(cross_encoder_forward, static_argnums=(1,), static_argnames=("compute_dtype",))
 
 
-def _load_tokenizer(ckpt: Checkpoint) -> TextTokenizer:
+def load_tokenizer(ckpt: Checkpoint) -> TextTokenizer:
+    """The checkpoint's own (fast) tokenizer, wrapped for lateint_jax's framing rules."""
+    # Imported here: transformers' AutoTokenizer takes ~2 s and imports torch when installed.
     from transformers import AutoTokenizer
 
     try:
@@ -57,11 +62,6 @@ def _model_max_length(config: BertConfig) -> int:
     return config.max_position_embeddings - config.position_offset
 
 
-def _batch_bucket(n: int, batch_size: int) -> int:
-    """The smallest power of two >= n, capped at batch_size."""
-    return min(batch_size, 1 << max(0, (n - 1).bit_length()))
-
-
 def _run_batches(
     fn,
     encoded: dict[str, np.ndarray],
@@ -75,15 +75,13 @@ def _run_batches(
     Yields (row indices, numpy outputs) with one batch of lag so the device keeps working
     while the host copies the previous result.
     """
-    from tqdm.auto import tqdm
-
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     pending = None
     bar = tqdm(total=len(order), desc=desc, disable=not progress, unit="text")
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        size = _batch_bucket(len(rows), batch_size)
+        size = min(batch_size, shapes.power_of_two(len(rows)))
         batch = {}
         for key, value in encoded.items():
             part = value[rows]
@@ -174,15 +172,13 @@ class ColBERT:
             params,
             ckpt.bert_config,
             colbert_config,
-            _load_tokenizer(ckpt),
+            load_tokenizer(ckpt),
             str(name_or_path or "default"),
             compute_dtype,
         )
 
     def save_pretrained(self, path, layout: str = "stanford", overwrite: bool = False) -> None:
         """Writes a Stanford (`layout="stanford"`) or PyLate (`"pylate"`) checkpoint atomically."""
-        from lateint_jax.convert.export import export_colbert
-
         export_colbert(self, path, layout=layout, overwrite=overwrite)
 
     # -- tokenisation
@@ -197,7 +193,7 @@ class ColBERT:
         raw = tok.raw_ids([". " + t for t in texts])
         rows = [[tok.cls_id, self.query_marker_id, *ids[1 : L - 2], tok.sep_id] for ids in raw]
         warn_truncated(sum(len(ids) + 2 > L for ids in raw), len(rows), L, "queries")
-        out = pad_rows(rows, tok.mask_id, L)
+        out = pad_token_rows(rows, tok.mask_id, L)
         if self.config.attend_to_mask_tokens:
             out["attention_mask"] = np.ones_like(out["attention_mask"])
         return out
@@ -214,7 +210,7 @@ class ColBERT:
         warn_truncated(sum(len(ids) + 2 > L for ids in raw), len(rows), L, "documents")
         if length is None:
             length = bucket_length(max((len(r) for r in rows), default=1), L)
-        out = pad_rows(rows, tok.pad_id, length)
+        out = pad_token_rows(rows, tok.pad_id, length)
         out["token_mask"] = self._token_mask(out)
         return out
 
@@ -309,7 +305,7 @@ class BiEncoder:
         return cls(
             ckpt.bert,
             ckpt.bert_config,
-            _load_tokenizer(ckpt),
+            load_tokenizer(ckpt),
             norm,
             length,
             str(name_or_path or "default"),
@@ -318,8 +314,6 @@ class BiEncoder:
 
     def save_pretrained(self, path, overwrite: bool = False) -> None:
         """Writes a sentence-transformers checkpoint (Transformer, Pooling, Normalize)."""
-        from lateint_jax.convert.export import export_bi_encoder
-
         export_bi_encoder(self, path, overwrite=overwrite)
 
     def tokenize(self, texts) -> dict[str, np.ndarray]:
@@ -354,6 +348,15 @@ class BiEncoder:
             ):
                 out[idx] = vectors
         return out
+
+    def encode_queries(self, texts, batch_size: int = 64) -> np.ndarray:
+        """[N, H] query embeddings: the same as `encode` (one encoder for both sides); named
+        like ColBERT's so a search needs no branch on the index kind."""
+        return self.encode(texts, batch_size)
+
+    def encode_documents(self, texts, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """[N, H] document embeddings: the same as `encode`."""
+        return self.encode(texts, batch_size, progress)
 
 
 class CrossEncoder:
@@ -390,7 +393,7 @@ class CrossEncoder:
         return cls(
             params,
             ckpt.bert_config,
-            _load_tokenizer(ckpt),
+            load_tokenizer(ckpt),
             min(max_length or limit, limit),
             str(name_or_path),
             compute_dtype,
@@ -398,8 +401,6 @@ class CrossEncoder:
 
     def save_pretrained(self, path, overwrite: bool = False) -> None:
         """Writes a Hugging Face `*ForSequenceClassification` checkpoint."""
-        from lateint_jax.convert.export import export_cross_encoder
-
         export_cross_encoder(self, path, overwrite=overwrite)
 
     def tokenize_pairs(self, queries, passages) -> dict[str, np.ndarray]:

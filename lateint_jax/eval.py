@@ -1,4 +1,5 @@
-"""Retrieval metrics via pytrec_eval (trec_eval's own code): nDCG@10, MRR@10, Recall@100.
+"""Retrieval metrics via pytrec_eval (trec_eval's own code): nDCG@10, MRR@10, Recall@100, and
+`evaluate(index, beir_folder)`, which searches a BEIR split's queries and scores the run.
 
 MRR@10 is trec_eval's `recip_rank` on the run cut to each query's 10 best documents. Scores are
 averaged over every judged query that has at least one relevant document; a query the run does
@@ -11,7 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pytrec_eval
 
+from lateint_jax.data.beir import load_beir
 from lateint_jax.errors import InputError
+from lateint_jax.index.base import Index
+from lateint_jax.index_model import encoder_for_index
 
 METRIC_KEYS = ("ndcg@10", "mrr@10", "recall@100")
 
@@ -53,3 +57,33 @@ def results_to_run(
     if len(query_ids) != len(results):
         raise InputError(f"{len(query_ids)} query ids but {len(results)} result lists")
     return {q: {d: float(s) for d, s in hits} for q, hits in zip(query_ids, results)}
+
+
+def search_texts(index: Index, encoder, texts: list[str], k: int, batch_size: int = 64):
+    """Encode `texts` as queries and search: one [(doc id, score), ...] list per text."""
+    results = []
+    for start in range(0, len(texts), batch_size):
+        queries = encoder.encode_queries(texts[start : start + batch_size], batch_size=batch_size)
+        results.extend(index.search(queries, k=k))
+    return results
+
+
+def evaluate(
+    index: Index,
+    beir_folder,
+    split: str = "test",
+    *,
+    encoder=None,
+    k: int = 100,
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """Search every judged query of a BEIR split (queries encoded by `encoder`, default: the
+    model the index records) and return {"ndcg@10", "mrr@10", "recall@100"}."""
+    if k <= 0 or batch_size <= 0:
+        raise InputError(f"k and batch_size must be positive, got {k} and {batch_size}")
+    dataset = load_beir(beir_folder, split, with_corpus=False)
+    encoder = encoder if encoder is not None else encoder_for_index(index.metadata)
+    query_ids = list(dataset.queries)
+    texts = [dataset.queries[q] for q in query_ids]
+    results = search_texts(index, encoder, texts, min(k, index.num_live), batch_size)
+    return evaluate_run(results_to_run(query_ids, results), dataset.qrels)

@@ -7,7 +7,7 @@ of the device count and split along its document axis with `NamedSharding`; smal
 the lower global document number on any device count, so one device and eight give the same
 ranking.
 
-Shapes: B queries, N documents (padded), S shards, K entries kept.
+Shapes: B queries, N documents (padded), S shards, k entries kept.
 """
 
 from __future__ import annotations
@@ -23,36 +23,22 @@ from jax.sharding import PartitionSpec as P
 DATA_AXIS = "data"
 
 
-def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A one-axis ("data",) mesh over `devices` (default: every local device)."""
+def data_mesh(devices: Sequence[jax.Device] | None = None, *, explicit: bool = True) -> Mesh:
+    """A one-axis ("data",) mesh over `devices` (default: every local device).
+
+    explicit=False gives an Auto axis, for the training step: there XLA propagates the batch
+    sharding through the model and the losses, whose gathers and batch-by-batch einsums an
+    Explicit axis would reject without per-op output shardings.
+    """
     devices = list(jax.local_devices() if devices is None else devices)
     if not devices:
         raise ValueError("data_mesh needs at least one device")
-    return jax.make_mesh(
-        (len(devices),), (DATA_AXIS,), axis_types=(AxisType.Explicit,), devices=devices
-    )
+    axis_type = AxisType.Explicit if explicit else AxisType.Auto
+    return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(axis_type,), devices=devices)
 
 
 def num_shards(mesh: Mesh) -> int:
     return int(mesh.shape[DATA_AXIS])
-
-
-def padded_size(n: int, shards: int, multiple: int = 1) -> int:
-    """Smallest size >= max(n, 1) that splits evenly into `shards` parts of a `multiple`."""
-    step = shards * multiple
-    return max(step, -(-n // step) * step)
-
-
-def pad_axis(array: np.ndarray, size: int, axis: int = 0, value=0) -> np.ndarray:
-    """Pad `array` along `axis` with `value` up to `size` entries."""
-    extra = size - array.shape[axis]
-    if extra < 0:
-        raise ValueError(f"cannot pad axis {axis} of {array.shape} down to {size}")
-    if extra == 0:
-        return array
-    widths = [(0, 0)] * array.ndim
-    widths[axis] = (0, extra)
-    return np.pad(array, widths, constant_values=value)
 
 
 def shard_along(array: np.ndarray, mesh: Mesh, axis: int = 0) -> jax.Array:

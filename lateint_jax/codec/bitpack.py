@@ -78,16 +78,16 @@ def unpack_bits(packed: jnp.ndarray, nbits: int) -> jnp.ndarray:
 
 
 def pack_fields(values: np.ndarray, nbits: int) -> np.ndarray:
-    """Pack unsigned fields [R, K] (values < 2**nbits, 1 <= nbits <= 8) into [R, ceil(K * nbits
+    """Pack unsigned fields [R, F] (values < 2**nbits, 1 <= nbits <= 8) into [R, ceil(F * nbits
     / 8)] uint8, numpy. Same bit order as pack_bits: each field least significant bit first,
     fields one after the other, the stream packed most significant bit first (np.packbits); the
     last byte of a row is zero-padded. Used for the centroid rows (codec.codes_io)."""
     values = np.asarray(values)
     if values.ndim != 2 or not 1 <= nbits <= 8:
-        raise InputError(f"need [R, K] fields of 1 to 8 bits, got {values.shape}, nbits={nbits}")
+        raise InputError(f"need [R, F] fields of 1 to 8 bits, got {values.shape}, nbits={nbits}")
     rows, count = values.shape
     shifts = np.arange(nbits, dtype=np.uint8)
-    bits = (values.astype(np.uint8)[:, :, None] >> shifts) & 1  # [R, K, nbits], LSB first
+    bits = (values.astype(np.uint8)[:, :, None] >> shifts) & 1  # [R, F, nbits], LSB first
     return np.packbits(bits.reshape(rows, count * nbits), axis=1)
 
 

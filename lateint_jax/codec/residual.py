@@ -45,7 +45,7 @@ def fit_buckets(residuals: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarr
 
 
 def bucketize(residuals: jax.Array, bucket_cutoffs: jax.Array) -> jax.Array:
-    """residuals [M, D], cutoffs [D, K] -> bucket index [M, D] uint8 = number of cutoffs below
+    """residuals [M, D], cutoffs [D, 2**nbits - 1] -> bucket index [M, D] uint8 = number of cutoffs below
     the value (torch.bucketize's convention)."""
     return (residuals[:, :, None] > bucket_cutoffs[None]).sum(-1).astype(jnp.uint8)
 

@@ -1,12 +1,19 @@
 """`lateint convert SRC DST --to hf|stanford|pylate|sentence-transformers|cross-encoder`.
 
 SRC is any layout `lateint_jax.convert.load` reads (local dir or hub name); DST is written
-atomically. `--kind` picks the model SRC is read as; by default it follows `--to`
-(stanford/pylate: colbert, sentence-transformers: biencoder, cross-encoder: cross-encoder,
-hf: the BERT backbone alone).
+atomically, never over SRC, and replaces (with --overwrite) only a checkpoint. `--kind` picks the
+model SRC is read as; by default it follows `--to` (stanford/pylate: colbert,
+sentence-transformers: biencoder, cross-encoder: cross-encoder, hf: the BERT backbone alone).
 """
 
 from __future__ import annotations
+
+from lateint_jax.convert.export import export_hf
+from lateint_jax.convert.files import DEFAULT_NAMES, is_checkpoint_folder
+from lateint_jax.convert.load import load_checkpoint
+from lateint_jax.encoders import BiEncoder, ColBERT, CrossEncoder, load_tokenizer
+from lateint_jax.errors import InputError
+from lateint_jax.outputs import check_target, refuse_overlap
 
 TARGETS = ("hf", "stanford", "pylate", "sentence-transformers", "cross-encoder")
 KIND_OF_TARGET = {
@@ -19,7 +26,7 @@ KIND_OF_TARGET = {
 
 def configure(parser) -> None:
     parser.add_argument("src", help="checkpoint dir or hub name ('default' = packaged MiniLM)")
-    parser.add_argument("dst", help="directory to write")
+    parser.add_argument("dst", help="directory to write (never SRC, inside it, or around it)")
     parser.add_argument("--to", choices=TARGETS, required=True, help="layout to write")
     parser.add_argument(
         "--kind",
@@ -28,35 +35,36 @@ def configure(parser) -> None:
         help="read SRC as this model (default: follows --to)",
     )
     parser.add_argument("--dim", type=int, default=None, help="ColBERT dim for a new projection")
-    parser.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace DST if it is a checkpoint (nothing else is ever replaced)",
+    )
+
+
+def _check_output(args) -> None:
+    """Refuse a DST that overlaps a local SRC, or that exists and may not be replaced
+    (outputs.check_target); before SRC is loaded."""
+    src = None if args.src in DEFAULT_NAMES else args.src
+    refuse_overlap(args.dst, [src], what="destination")
+    check_target(args.dst, args.overwrite, is_checkpoint_folder, "checkpoint")
 
 
 def run(args) -> int:
-    from lateint_jax.errors import InputError
-
     kind = args.kind or KIND_OF_TARGET.get(args.to)
     if args.to in KIND_OF_TARGET and kind != KIND_OF_TARGET[args.to]:
         raise InputError(f"--to {args.to} writes a {KIND_OF_TARGET[args.to]}, not a {kind}")
+    _check_output(args)
     if args.to == "hf" and kind is None:
-        from lateint_jax.convert.export import export_hf
-        from lateint_jax.convert.load import load_checkpoint
-        from lateint_jax.encoders import _load_tokenizer
-
         ckpt = load_checkpoint(args.src)
-        export_hf(ckpt.bert, ckpt.bert_config, _load_tokenizer(ckpt), args.dst, args.overwrite)
+        export_hf(ckpt.bert, ckpt.bert_config, load_tokenizer(ckpt), args.dst, args.overwrite)
     elif kind == "colbert":
-        from lateint_jax.encoders import ColBERT
-
         extra = {"dim": args.dim} if args.dim else {}
         model = ColBERT.from_pretrained(args.src, **extra)
         _save(model, args, layout=args.to)
     elif kind == "biencoder":
-        from lateint_jax.encoders import BiEncoder
-
         _save(BiEncoder.from_pretrained(args.src), args)
     else:
-        from lateint_jax.encoders import CrossEncoder
-
         _save(CrossEncoder.from_pretrained(args.src), args)
     print(f"wrote {args.to} checkpoint to {args.dst}")
     return 0
@@ -64,8 +72,6 @@ def run(args) -> int:
 
 def _save(model, args, layout=None) -> None:
     if args.to == "hf":
-        from lateint_jax.convert.export import export_hf
-
         bert = model.params.get("bert", model.params)
         export_hf(bert, model.bert_config, model.tokenizer, args.dst, args.overwrite)
     elif layout is not None:

@@ -1,21 +1,26 @@
 """`lateint encode INPUT OUTPUT.npz --model M --kind colbert|biencoder [--queries]`.
 
 INPUT is a text file (one text per line) or a BEIR .jsonl (`_id`, optional `title`, `text`;
-title and text joined by a space, as BEIR's sentence-transformers wrapper does). OUTPUT is an
+title and text joined by a space, as BEIR's sentence-transformers wrapper does), both read by
+lateint_jax.data.beir (lines end at "\n" only). OUTPUT is an
 .npz with float32 `embeddings` (ColBERT: every token vector concatenated [sum T_i, D] plus int64
 `lengths` [N]; bi-encoder: [N, H]) and `ids` when the input has them. Written atomically.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
+
+from lateint_jax.data import beir
+from lateint_jax.encoders import BiEncoder, ColBERT
+from lateint_jax.errors import InputError
 
 
 def configure(parser) -> None:
@@ -37,32 +42,14 @@ def configure(parser) -> None:
 
 
 def read_texts(path) -> tuple[list[str], list[str] | None]:
-    """(texts, ids or None) from a text file or a BEIR .jsonl."""
-    from lateint_jax.errors import InputError
-
+    """(texts [N], ids [N] or None) of a text file (no ids) or a BEIR .jsonl; may be empty."""
     path = Path(path)
-    try:
-        content = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"input file {path} does not exist") from None
-    except UnicodeDecodeError as err:
-        raise InputError(f"{path} is not UTF-8 text: {err}") from None
+    if not path.exists():
+        raise InputError(f"input file {path} does not exist")
     if path.suffix != ".jsonl":
-        return content.splitlines(), None
-    texts, ids = [], []
-    for number, line in enumerate(content.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict) or "_id" not in row or not isinstance(row.get("text"), str):
-            raise InputError(f"{path}:{number}: expected an object with '_id' and string 'text'")
-        title = row.get("title") or ""
-        texts.append((f"{title} {row['text']}" if title else row["text"]).strip())
-        ids.append(str(row["_id"]))
-    return texts, ids
+        return beir.read_text_lines(path).texts, None
+    corpus = beir.read_corpus_jsonl(path)
+    return corpus.texts, corpus.ids
 
 
 def save_npz(path, **arrays) -> None:
@@ -80,10 +67,6 @@ def save_npz(path, **arrays) -> None:
 
 
 def run(args) -> int:
-    import jax.numpy as jnp
-
-    from lateint_jax.errors import InputError
-
     if not str(args.output).endswith(".npz"):
         raise InputError(f"OUTPUT must end in .npz, got {args.output}")
     if args.batch_size < 1:
@@ -95,15 +78,11 @@ def run(args) -> int:
     start = time.perf_counter()
     progress = sys.stderr.isatty()
     if args.kind == "biencoder":
-        from lateint_jax.encoders import BiEncoder
-
         model = BiEncoder.from_pretrained(
             args.model, max_length=args.max_length, compute_dtype=dtype
         )
         arrays = {"embeddings": model.encode(texts, args.batch_size, progress=progress)}
     else:
-        from lateint_jax.encoders import ColBERT
-
         override = {}
         if args.max_length:
             override["query_maxlen" if args.queries else "doc_maxlen"] = args.max_length

@@ -14,7 +14,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lateint_jax.data.beir import load_beir
 from lateint_jax.errors import InputError
+from lateint_jax.eval import METRIC_KEYS, evaluate
+from lateint_jax.index.open import open_index
+from lateint_jax.index_model import encoder_for_index
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -44,48 +48,25 @@ def write_json_atomic(path, value) -> None:
         raise
 
 
-def search_queries(index_dir, metadata, texts, k, batch_size, model=None):
-    """Encode `texts` with the index's model and search: one [(doc id, score), ...] per query."""
-    from lateint_jax.index.storage import encoder_for_index
-
-    encoder = encoder_for_index(metadata, model)
-    results = []
-    if metadata["kind"] == "dense":
-        from lateint_jax.index.dense import DenseIndex
-
-        index = DenseIndex.load(index_dir)
-        encode = encoder.encode
-    else:
-        from lateint_jax.index.search import Index
-
-        index = Index.load(index_dir)
-        encode = encoder.encode_queries
-    for start in range(0, len(texts), batch_size):
-        batch = texts[start : start + batch_size]
-        results.extend(index.search(encode(batch, batch_size=batch_size), k=k))
-    return results
-
-
 def run(args) -> int:
-    from lateint_jax.data.beir import load_beir
-    from lateint_jax.eval import METRIC_KEYS, evaluate_run, results_to_run
-    from lateint_jax.index.storage import read_metadata
-
     if args.k <= 0:
         raise InputError(f"--k must be positive, got {args.k}")
     if args.batch_size <= 0:
         raise InputError(f"--batch-size must be positive, got {args.batch_size}")
-    metadata = read_metadata(args.index_dir)
-    dataset = load_beir(args.beir_folder, args.split, with_corpus=False)
-    live = int(metadata["num_docs"]) - int(metadata.get("num_deleted", 0))
-    k = min(args.k, live)
-    if k < 100:
-        print(f"note: retrieving {k} documents per query, so Recall@100 is capped", file=sys.stderr)
-    query_ids = list(dataset.queries)
-    texts = [dataset.queries[q] for q in query_ids]
-    results = search_queries(args.index_dir, metadata, texts, k, args.batch_size, args.model)
-    metrics = evaluate_run(results_to_run(query_ids, results), dataset.qrels)
-    print(f"{args.index_dir} on {args.beir_folder} ({args.split}, {len(query_ids)} queries)")
+    dataset = load_beir(args.beir_folder, args.split, with_corpus=False)  # fails before loading
+    index = open_index(args.index_dir)
+    encoder = encoder_for_index(index.metadata, args.model)
+    if min(args.k, index.num_live) < 100:
+        print(
+            f"note: retrieving {min(args.k, index.num_live)} documents per query, so Recall@100 "
+            "is capped",
+            file=sys.stderr,
+        )
+    metrics = evaluate(
+        index, args.beir_folder, args.split, encoder=encoder, k=args.k, batch_size=args.batch_size
+    )
+    queries = len(dataset.queries)
+    print(f"{args.index_dir} on {args.beir_folder} ({args.split}, {queries} queries)")
     for key in METRIC_KEYS:
         print(f"  {key:<11} {metrics[key]:.4f}")
     if args.json:

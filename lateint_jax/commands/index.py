@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from lateint_jax.data.beir import load_corpus
+from lateint_jax.encoders import BiEncoder, ColBERT
 from lateint_jax.errors import InputError
+from lateint_jax.index.build import build_dense_index, build_index
+from lateint_jax.index.storage import check_index_target, index_size_bytes
+from lateint_jax.outputs import refuse_overlap
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +22,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "corpus", help="BEIR folder, corpus.jsonl, or text file (one passage per line)"
     )
     parser.add_argument(
-        "index_dir", help="folder to create (refused if it exists, see --overwrite)"
+        "index_dir",
+        help="folder to create (refused if it exists, see --overwrite; never inside CORPUS)",
     )
     parser.add_argument(
         "--model", default="default", help="hub name or local folder (default: the packaged MiniLM)"
@@ -31,13 +36,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--doc-maxlen", type=int, default=None, help="tokens per passage (ColBERT)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0, help="k-means and sampling seed")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing index")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing index (only an index this project wrote is ever replaced)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _check_output(args) -> None:
+    """Refuse an index_dir that overlaps the corpus or a local --model folder, or that exists
+    and may not be replaced (storage.check_index_target); before anything is read or loaded."""
+    model = None if args.model == "default" else args.model
+    refuse_overlap(args.index_dir, [args.corpus, model], what="index folder")
+    check_index_target(args.index_dir, args.overwrite)
+
+
 def _check_args(args) -> None:
-    if Path(args.index_dir).exists() and not args.overwrite:
-        raise InputError(f"{args.index_dir} already exists (add --overwrite to replace it)")
+    _check_output(args)
     if args.kind == "colbert" and args.nbits not in (1, 2, 4):
         raise InputError(f"--nbits must be 1, 2 or 4, got {args.nbits}")
     if args.batch_size <= 0:
@@ -49,11 +65,6 @@ def _check_args(args) -> None:
 
 
 def run(args) -> int:
-    from lateint_jax.data.beir import load_corpus
-    from lateint_jax.encoders import BiEncoder, ColBERT
-    from lateint_jax.index.build import build_dense_index, build_index
-    from lateint_jax.index.storage import index_size_bytes, model_meta
-
     _check_args(args)
     corpus = load_corpus(args.corpus)
     model_name = None if args.model == "default" else args.model
@@ -65,7 +76,7 @@ def run(args) -> int:
             vectors,
             corpus.ids,
             args.index_dir,
-            model_meta=model_meta(encoder, "dense"),
+            encoder=encoder,
             overwrite=args.overwrite,
         )
         summary = f"{len(corpus)} documents, {vectors.shape[1]}-d vectors"
@@ -82,7 +93,7 @@ def run(args) -> int:
             nbits=args.nbits,
             num_centroids=args.num_centroids,
             seed=args.seed,
-            model_meta=model_meta(encoder, "colbert"),
+            encoder=encoder,
             overwrite=args.overwrite,
             progress=progress,
         )

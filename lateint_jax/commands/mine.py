@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
+from lateint_jax.data import beir, mining, tuples
+from lateint_jax.encoders import ColBERT
+from lateint_jax.errors import InputError
+
 
 def configure(parser) -> None:
     parser.add_argument("beir_folder", help="BEIR folder with corpus.jsonl, queries.jsonl, qrels/")
@@ -27,9 +33,6 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from lateint_jax.data import tuples
-    from lateint_jax.errors import InputError
-
     if args.negatives < 1 or args.depth < args.negatives:
         raise InputError("--negatives must be >= 1 and --depth >= --negatives")
     if args.title_queries < 0:
@@ -43,34 +46,24 @@ def run(args) -> int:
 
 
 def _qrels_tuples(args) -> tuple[list[dict], str]:
-    from lateint_jax.data import mining, tuples
-
-    corpus = tuples.read_beir_corpus(args.beir_folder)
-    queries = tuples.read_beir_queries(args.beir_folder)
-    qrels = tuples.read_beir_qrels(args.beir_folder, args.split)
+    corpus = beir.load_corpus(args.beir_folder).passages_by_id()
+    queries = beir.load_queries(args.beir_folder)
+    qrels = beir.load_qrels(args.beir_folder, args.split)
     wanted = {q: queries[q] for q in qrels if q in queries}
     lines = mining.mine_tuples(_rankings(args, corpus, wanted), qrels, args.negatives)
     return lines, f"tuples for {len(wanted)} queries"
 
 
 def _rankings(args, corpus: dict[str, str], queries: dict[str, str]) -> dict[str, list[str]]:
-    from lateint_jax.data import mining
-
     if args.first_stage == "bm25":
         return mining.bm25_rankings(corpus, queries, args.depth)
-    from lateint_jax.encoders import ColBERT
-
     model = ColBERT.from_pretrained(args.model)
     return mining.colbert_rankings(model, corpus, queries, args.depth)
 
 
 def _title_query_tuples(args) -> tuple[list[dict], str]:
-    import numpy as np
-
-    from lateint_jax.data import mining, tuples
-    from lateint_jax.errors import InputError
-
-    titled = tuples.read_beir_titled_corpus(args.beir_folder)
+    corpus = beir.load_corpus(args.beir_folder)
+    titled = dict(zip(corpus.ids, zip(corpus.titles, corpus.bodies)))
     with_title = sorted(d for d, (title, text) in titled.items() if title.strip() and text.strip())
     if len(with_title) < args.title_queries:
         raise InputError(
@@ -79,7 +72,7 @@ def _title_query_tuples(args) -> tuple[list[dict], str]:
         )
     rng = np.random.default_rng(args.seed)
     chosen = [with_title[i] for i in rng.choice(len(with_title), args.title_queries, replace=False)]
-    bodies = {d: text for d, (_, text) in titled.items()}
+    bodies = dict(zip(corpus.ids, corpus.bodies))
     rankings = _rankings(args, bodies, {d: titled[d][0] for d in chosen})
     lines = mining.title_pseudo_queries(titled, rankings, args.negatives)
     return lines, "title pseudo-query tuples"

@@ -11,6 +11,8 @@ import argparse
 import json
 
 from lateint_jax.errors import InputError
+from lateint_jax.index.open import open_index
+from lateint_jax.index_model import encoder_for_index
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -29,29 +31,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from lateint_jax.index.search import load_any
-    from lateint_jax.index.storage import encoder_for_index, read_metadata
-
-    texts = [text for text in args.queries]
+    texts = list(args.queries)
     if any(not text.strip() for text in texts):
         raise InputError("queries must not be empty")
-    metadata = read_metadata(args.index_dir)
-    encoder = encoder_for_index(metadata, args.model)
-    index = load_any(args.index_dir)
-    if metadata.get("kind") == "dense":
-        if args.exact or args.ncells or args.ndocs or args.centroid_score_threshold is not None:
-            raise InputError("--exact and the PLAID options apply to ColBERT indexes only")
-        hits = index.search(encoder.encode(texts), k=args.k)
-    elif args.exact:
-        hits = index.exact_search(encoder.encode_queries(texts), k=args.k)
-    else:
-        hits = index.search(
-            encoder.encode_queries(texts),
-            k=args.k,
-            ncells=args.ncells,
-            ndocs=args.ndocs,
-            centroid_score_threshold=args.centroid_score_threshold,
+    index = open_index(args.index_dir)
+    knobs = {
+        name: value
+        for name, value in (
+            ("ncells", args.ncells),
+            ("ndocs", args.ndocs),
+            ("centroid_score_threshold", args.centroid_score_threshold),
         )
+        if value is not None
+    }
+    if knobs and args.exact:
+        raise InputError("--exact takes no search options (--ncells, --ndocs, ...)")
+    if set(knobs) - set(index.search_knobs):
+        raise InputError(f"a {index.kind} index takes no search options (--ncells, --ndocs, ...)")
+    encoder = encoder_for_index(index.metadata, args.model)
+    queries = encoder.encode_queries(texts)
+    if args.exact:
+        hits = index.exact_search(queries, k=args.k)
+    else:
+        hits = index.search(queries, k=args.k, **knobs)
     for text, found in zip(texts, hits):
         results = [{"id": doc_id, "score": round(score, 6)} for doc_id, score in found]
         print(json.dumps({"query": text, "results": results}, ensure_ascii=False))

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from lateint_jax.serving.server import configure as _configure
-
-
-def configure(parser) -> None:
-    _configure(parser)
+from lateint_jax.serving.server import configure, serve
 
 
 def run(args) -> int:
-    from lateint_jax.serving.app import run as run_app
+    return serve(args)
 
-    return run_app(args)
+
+__all__ = ["configure", "run"]

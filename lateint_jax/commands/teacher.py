@@ -9,6 +9,13 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
+from lateint_jax.data import beir
+from lateint_jax.data import tuples as tuples_lib
+from lateint_jax.encoders import CrossEncoder
+from lateint_jax.errors import InputError
+
 
 def configure(parser) -> None:
     parser.add_argument("tuples", help="tuples JSONL (see lateint_jax.data.tuples)")
@@ -25,19 +32,14 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from lateint_jax.data import tuples as tuples_lib
-    from lateint_jax.encoders import CrossEncoder
-    from lateint_jax.errors import InputError
-
     if args.nway < 2:
         raise InputError(f"--nway must be >= 2, got {args.nway}")
     start = time.perf_counter()
     corpus = queries = None
     if args.beir_folder:
-        corpus = tuples_lib.read_beir_corpus(args.beir_folder)
-        queries = tuples_lib.read_beir_queries(args.beir_folder)
+        corpus, queries = tuples_lib.beir_texts(args.beir_folder)
     lines, pairs = [], []
-    for number, line in tuples_lib.read_json_lines(args.tuples):
+    for number, line in beir.read_json_lines(args.tuples):
         where = f"{args.tuples}:{number}"
         query, documents = tuples_lib.resolve_line(line, where, corpus=corpus, queries=queries)
         if len(documents) < args.nway:
@@ -51,8 +53,6 @@ def run(args) -> int:
         lines.append(line)
         pairs += [(query, d) for d in documents[: args.nway]]
     if args.sample is not None and args.sample < len(lines):
-        import numpy as np
-
         keep = np.sort(np.random.default_rng(args.seed).permutation(len(lines))[: args.sample])
         lines = [lines[i] for i in keep]
         pairs = [pairs[i * args.nway + j] for i in keep for j in range(args.nway)]

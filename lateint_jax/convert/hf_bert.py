@@ -15,6 +15,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
 
 from lateint_jax.errors import CheckpointError
 from lateint_jax.models.bert import BertConfig, init_bert_params
@@ -93,9 +95,6 @@ def read_state_dict(model_dir: str | os.PathLike, stem: str = "model") -> dict[s
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
     try:
         return load_file(str(path))
     except FileNotFoundError as err:
@@ -106,7 +105,7 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
 
 def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
     try:
-        import torch
+        import torch  # optional and heavy: only for reading a PyTorch .bin checkpoint
     except ImportError as err:
         raise CheckpointError(
             f"{path} is a PyTorch .bin checkpoint; reading it needs torch "
@@ -122,8 +121,6 @@ def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
 
 
 def write_safetensors(state: dict[str, np.ndarray], path: str | os.PathLike) -> None:
-    from safetensors.numpy import save_file
-
     save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(path))
 
 

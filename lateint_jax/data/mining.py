@@ -12,6 +12,7 @@ import logging
 
 import numpy as np
 
+from lateint_jax import scoring
 from lateint_jax.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -21,10 +22,10 @@ def bm25_rankings(
     corpus: dict[str, str], queries: dict[str, str], depth: int
 ) -> dict[str, list[str]]:
     """{query id: the top `depth` corpus ids by BM25}, best first."""
-    import bm25s
+    import bm25s  # optional (the train extra): imported only when BM25 is asked for
 
     try:
-        import Stemmer
+        import Stemmer  # optional too: BM25 runs without stemming when it is missing
 
         stemmer = Stemmer.Stemmer("english")
     except ImportError:
@@ -51,8 +52,6 @@ def colbert_run(
 ) -> dict[str, dict[str, float]]:
     """{query id: {doc id: MaxSim}} of the top `depth` docs by exact MaxSim of `model` (a
     ColBERT encoder) over the whole corpus: a first stage, and an exact evaluation run."""
-    from lateint_jax import scoring
-
     doc_ids = list(corpus)
     docs = model.encode_documents([corpus[d] for d in doc_ids], batch_size=batch_size)
     longest = max(len(d) for d in docs)

@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from lateint_jax.data.beir import BeirDataset, Corpus, passage_text
+from lateint_jax.data.beir import BeirDataset, Corpus, qrels_score
 from lateint_jax.errors import InputError
 
 
 def _tfds():
     try:
-        import tensorflow_datasets as tfds
+        import tensorflow_datasets as tfds  # optional (the tfds extra) and slow to import
     except ImportError:
         raise InputError(
             "reading BEIR through tensorflow-datasets needs the tfds extra: "
@@ -37,16 +37,18 @@ def records_to_beir(
     passages: Iterable[dict], queries: Iterable[dict], judgements: Iterable[dict]
 ) -> BeirDataset:
     """Build a BeirDataset from the builder's records (numpy values, strings as bytes)."""
-    ids, texts = [], []
+    ids, titles, bodies = [], [], []
     for record in passages:
         metadata = json.loads(_text(record.get("passage_metadata", b"{}")) or "{}")
         ids.append(_text(record["passage_id"]))
-        texts.append(passage_text(metadata.get("title"), _text(record["passage"])))
+        titles.append(str(metadata.get("title") or ""))
+        bodies.append(_text(record["passage"]))
     all_queries = {_text(r["query_id"]): _text(r["query"]) for r in queries}
     qrels: dict[str, dict[str, int]] = {}
-    for record in judgements:
+    for number, record in enumerate(judgements, 1):
         query_id, doc_id = _text(record["query_id"]), _text(record["passage_id"])
-        qrels.setdefault(query_id, {})[doc_id] = int(record["score"])
+        score = qrels_score(record["score"], f"judgement {number} of the tfds split")
+        qrels.setdefault(query_id, {})[doc_id] = score
     if not ids:
         raise InputError("the tfds beir builder returned no passages")
     if not qrels:
@@ -54,7 +56,8 @@ def records_to_beir(
     missing = [q for q in qrels if q not in all_queries]
     if missing:
         raise InputError(f"{len(missing)} judged queries are missing from the query split")
-    return BeirDataset(Corpus(ids, texts), {q: all_queries[q] for q in qrels}, qrels)
+    corpus = Corpus(ids, titles, bodies)
+    return BeirDataset(corpus, {q: all_queries[q] for q in qrels}, qrels)
 
 
 def load_tfds_beir(

@@ -98,7 +98,9 @@ class TextTokenizer:
         raw = self.raw_ids(texts)
         rows = [[self.cls_id, *ids[: max_length - 2], self.sep_id] for ids in raw]
         warn_truncated(sum(len(ids) + 2 > max_length for ids in raw), len(rows), max_length, what)
-        return pad_rows(rows, self.pad_id, length or bucket_length(_longest(rows), max_length))
+        return pad_token_rows(
+            rows, self.pad_id, length or bucket_length(_longest(rows), max_length)
+        )
 
     def frame_pairs(
         self, first: list[str], second: list[str], max_length: int
@@ -121,8 +123,8 @@ class TextTokenizer:
             types.append([0] * len(head) + [second_type] * len(tail))
         warn_truncated(truncated, len(rows), max_length, "pairs")
         length = bucket_length(_longest(rows), max_length)
-        out = pad_rows(rows, self.pad_id, length)
-        out["token_type_ids"] = pad_rows(types, 0, length)["input_ids"]
+        out = pad_token_rows(rows, self.pad_id, length)
+        out["token_type_ids"] = pad_token_rows(types, 0, length)["input_ids"]
         return out
 
 
@@ -145,7 +147,7 @@ def _longest(rows: list[list[int]]) -> int:
     return max((len(r) for r in rows), default=1)
 
 
-def pad_rows(rows: list[list[int]], pad_id: int, length: int) -> dict[str, np.ndarray]:
+def pad_token_rows(rows: list[list[int]], pad_id: int, length: int) -> dict[str, np.ndarray]:
     """Right-pads rows to length: input_ids, attention_mask int32 [B, length]."""
     ids = np.full((len(rows), length), pad_id, np.int32)
     mask = np.zeros((len(rows), length), np.int32)

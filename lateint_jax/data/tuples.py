@@ -8,7 +8,7 @@ One JSON object per line:
      "scores": [9.1, 2.3, -0.5]}                  # optional teacher scores, positive first
 
 Ids are resolved against a BEIR corpus (`title + " " + text`) and queries file when texts are
-absent. A tuple with more than K documents (positive + negatives) keeps its first K, the order
+absent (see `beir_texts`). Lines are read by lateint_jax.data.beir (they end at "\n" only). A tuple with more than K documents (positive + negatives) keeps its first K, the order
 the miner wrote them in (first-stage rank); fewer than K is an error, as is a missing or short
 "scores" list when distillation is on.
 """
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lateint_jax.data import beir
 from lateint_jax.errors import InputError
 
 
@@ -32,61 +33,10 @@ class TrainingTuple:
     scores: tuple[float, ...] | None  # teacher scores aligned with documents
 
 
-def read_beir_corpus(folder: str | os.PathLike) -> dict[str, str]:
-    """corpus.jsonl of a BEIR folder -> {doc id: "title text"} (title omitted when empty)."""
-    return {
-        doc_id: f"{title} {text}".strip() if title else text
-        for doc_id, (title, text) in read_beir_titled_corpus(folder).items()
-    }
-
-
-def read_beir_titled_corpus(folder: str | os.PathLike) -> dict[str, tuple[str, str]]:
-    """corpus.jsonl of a BEIR folder -> {doc id: (title, text)}, "" for a missing field."""
-    path = Path(folder) / "corpus.jsonl"
-    if not path.exists():
-        raise InputError(f"no corpus.jsonl in {folder}")
-    return {
-        str(line["_id"]): (line.get("title") or "", line.get("text") or "")
-        for _, line in _json_lines(path)
-    }
-
-
-def read_beir_queries(folder: str | os.PathLike) -> dict[str, str]:
-    path = Path(folder) / "queries.jsonl"
-    if not path.exists():
-        raise InputError(f"no queries.jsonl in {folder}")
-    return {str(line["_id"]): line["text"] for _, line in _json_lines(path)}
-
-
-def read_beir_qrels(folder: str | os.PathLike, split: str) -> dict[str, dict[str, int]]:
-    """qrels/<split>.tsv (with header) -> {query id: {doc id: relevance}}."""
-    path = Path(folder) / "qrels" / f"{split}.tsv"
-    if not path.exists():
-        raise InputError(f"no qrels/{split}.tsv in {folder}")
-    qrels: dict[str, dict[str, int]] = {}
-    with open(path) as f:
-        next(f)
-        for line in f:
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) == 3:
-                qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
-    return qrels
-
-
-def read_json_lines(path: str | os.PathLike):
-    """(line number, parsed object) for each non-blank line; InputError names a bad line."""
-    yield from _json_lines(Path(path))
-
-
-def _json_lines(path: Path):
-    with open(path) as f:
-        for number, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                yield number, json.loads(raw)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+def beir_texts(folder: str | os.PathLike) -> tuple[dict[str, str], dict[str, str]]:
+    """({doc id: passage text}, {query id: query text}) of a BEIR folder, to resolve tuple ids
+    (read by lateint_jax.data.beir)."""
+    return beir.load_corpus(folder).passages_by_id(), beir.load_queries(folder)
 
 
 def read_tuples(
@@ -104,7 +54,7 @@ def read_tuples(
     if nway < 2:
         raise InputError(f"nway must be at least 2, got {nway}")
     tuples = []
-    for number, line in _json_lines(path):
+    for number, line in beir.read_json_lines(path):
         where = f"{path}:{number}"
         query, documents = resolve_line(line, where, corpus=corpus, queries=queries)
         if len(documents) < nway:
@@ -179,7 +129,7 @@ def write_tuples(path: str | os.PathLike, lines: list[dict]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
+    with open(tmp, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
     os.replace(tmp, path)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -28,8 +27,14 @@ from lateint_jax.codec.kmeans import (
 )
 from lateint_jax.codec.residual import compress, fit_buckets
 from lateint_jax.errors import InputError
+from lateint_jax.index import model_record
 from lateint_jax.index.layout import DenseArrays, IndexArrays, build_ivf, sort_tokens_by_code
-from lateint_jax.index.storage import CENTROIDS_ENCODING, save_dense_index, save_index
+from lateint_jax.index.storage import (
+    CENTROIDS_ENCODING,
+    check_index_target,
+    save_dense_index,
+    save_index,
+)
 
 HELDOUT_FRACTION = 0.05
 MAX_HELDOUT = 50_000
@@ -144,7 +149,13 @@ def train_codec(doc_embeddings, num_centroids, nbits, seed, niters, progress):
     return centroids, cutoffs, weights
 
 
-def _model_metadata(model_meta: dict | None, metadata: dict | None, extra: dict) -> dict:
+def _model_metadata(
+    encoder, model_meta: dict | None, kind: str, metadata: dict | None, extra: dict
+) -> dict:
+    if encoder is not None and model_meta is not None:
+        raise InputError("pass encoder= or model_meta=, not both")
+    if encoder is not None:
+        model_meta = model_record.model_meta(encoder, kind)
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     out = {"created_utc": now, **(metadata or {}), **extra}
     if model_meta is not None:
@@ -160,6 +171,7 @@ def build_index(
     nbits: int = 2,
     num_centroids: int | None = None,
     seed: int = 0,
+    encoder=None,
     metadata: dict | None = None,
     model_meta: dict | None = None,
     overwrite: bool = False,
@@ -167,18 +179,17 @@ def build_index(
     kmeans_niters: int = KMEANS_NITERS,
 ) -> IndexArrays:
     """Compress documents (one [T_i, D] array each) into an index; save it atomically to
-    index_dir when given. model_meta (model name and its ColBERT config) is stored under
-    metadata["model"]; `metadata` adds top-level fields. Returns the arrays load_index gives."""
+    index_dir when given. The `encoder` (a `ColBERT`) that made the vectors is recorded under
+    metadata["model"], so the index knows how to encode its queries (or pass that record as
+    `model_meta`); `metadata` adds top-level fields. Returns the arrays load_index gives."""
     check_nbits(nbits)
     if len(doc_embeddings) == 0:
         raise InputError("the corpus is empty: no documents to index")
     ids = check_doc_ids(doc_ids, len(doc_embeddings))
     dim = check_doc_embeddings(doc_embeddings, ids)
     packed_width(dim, nbits)
-    if index_dir is not None and Path(index_dir).exists() and not overwrite:
-        raise InputError(
-            f"{index_dir} already exists (pass overwrite=True / --overwrite to replace it)"
-        )
+    if index_dir is not None:  # refused before the k-means, not after
+        check_index_target(index_dir, overwrite)
     centroids, cutoffs, weights = train_codec(
         doc_embeddings, num_centroids, nbits, seed, kmeans_niters, progress
     )
@@ -205,7 +216,7 @@ def build_index(
         doc_ids=ids,
         deleted=deleted,
         nbits=nbits,
-        metadata=_model_metadata(model_meta, metadata, extra),
+        metadata=_model_metadata(encoder, model_meta, "colbert", metadata, extra),
     )
     if index_dir is not None:
         arrays.metadata = save_index(arrays, index_dir, overwrite=overwrite)
@@ -217,12 +228,13 @@ def build_dense_index(
     doc_ids: Sequence[str],
     index_dir=None,
     *,
+    encoder=None,
     metadata: dict | None = None,
     model_meta: dict | None = None,
     overwrite: bool = False,
 ) -> DenseArrays:
     """Single-vector index: vectors [N, H] (one per document), saved atomically when index_dir
-    is given."""
+    is given; `encoder` (a `BiEncoder`) or `model_meta` as for `build_index`."""
     vectors = np.asarray(vectors, np.float32)
     if vectors.ndim != 2 or vectors.shape[0] == 0:
         raise InputError(f"need a non-empty [N, H] array of document vectors, got {vectors.shape}")
@@ -230,7 +242,10 @@ def build_dense_index(
     if not np.isfinite(vectors).all():
         raise InputError("document vectors contain NaN or infinite values")
     arrays = DenseArrays(
-        vectors, ids, np.zeros(len(ids), bool), _model_metadata(model_meta, metadata, {})
+        vectors,
+        ids,
+        np.zeros(len(ids), bool),
+        _model_metadata(encoder, model_meta, "dense", metadata, {}),
     )
     if index_dir is not None:
         arrays.metadata = save_dense_index(arrays, index_dir, overwrite=overwrite)

@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from lateint_jax import sharding
+from lateint_jax import shapes, sharding
 from lateint_jax.codec.residual import decompress
-from lateint_jax.index.plaid import DOC_MULTIPLE, TRACE_COUNTS, PlaidShards
+from lateint_jax.index.plaid import DOC_MULTIPLE, PlaidShards
 from lateint_jax.scoring import maxsim
 
 CHUNK_BYTES = 16 << 20  # similarity block per step: big enough for GEMM, small enough for cache
@@ -57,6 +57,18 @@ def decompress_docs(shards: PlaidShards) -> jax.Array:
     )
 
 
+@functools.partial(jax.jit, static_argnames=("nbits",))
+def score_documents(queries, query_mask, centroids, weights, codes, residuals, lengths, *, nbits):
+    """MaxSim of queries [B, Q, D] (query_mask [B, Q]) against n compressed documents:
+    codes [n, T] int32, residuals [n, T, R] uint8, lengths [n] (0 = padding) -> [B, n]."""
+    docs, tokens = codes.shape
+    vectors = decompress(
+        centroids, weights, codes.reshape(-1), residuals.reshape(docs * tokens, -1), nbits
+    ).reshape(docs, tokens, -1)
+    token_mask = jnp.arange(tokens)[None, :] < lengths[:, None]
+    return maxsim(queries, vectors, token_mask, query_mask)
+
+
 def chunk_docs(per_shard: int, batch: int, query_tokens: int, doc_tokens: int) -> int:
     """Documents per step: the largest power of two dividing the shard whose [B, n, Q, T]
     similarity block stays under CHUNK_BYTES."""
@@ -69,7 +81,6 @@ def chunk_docs(per_shard: int, batch: int, query_tokens: int, doc_tokens: int) -
 
 @functools.partial(jax.jit, static_argnames=("mesh", "k", "chunk"))
 def _exact_search(queries, query_mask, vectors, doc_lengths, allowed, *, mesh, k, chunk):
-    TRACE_COUNTS["exact"] += 1
 
     def per_shard(queries, query_mask, vectors, doc_lengths, allowed):
         docs, tokens, dim = vectors.shape
@@ -122,7 +133,7 @@ def place_documents(doc_embeddings, mesh):
     doc_lengths [N] int32, live [N] bool), padded and split by document over `mesh`: exact
     MaxSim without any compression, the reference compressed search is measured against."""
     shards = sharding.num_shards(mesh)
-    total = sharding.padded_size(len(doc_embeddings), shards, DOC_MULTIPLE)
+    total = shapes.padded_size(len(doc_embeddings), shards, DOC_MULTIPLE)
     lengths = np.zeros(total, np.int32)
     lengths[: len(doc_embeddings)] = [len(e) for e in doc_embeddings]
     tokens = max(8, -(-int(lengths.max()) // 8) * 8)

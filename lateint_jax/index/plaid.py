@@ -29,7 +29,6 @@ T tokens per document (padded), R = D * nbits / 8 bytes, n candidates per shard.
 from __future__ import annotations
 
 import functools
-from collections import Counter
 from dataclasses import dataclass
 
 import jax
@@ -38,13 +37,12 @@ import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from lateint_jax import sharding
+from lateint_jax import shapes, sharding
 from lateint_jax.codec.residual import decompress
 from lateint_jax.index.layout import IndexArrays
 from lateint_jax.scoring import maxsim
 
 PRUNED = -9999.0  # colbert-ai's score for a query token with no unpruned document token
-TRACE_COUNTS: Counter = Counter()  # traces of each jitted stage, for the no-recompilation test
 DOC_MULTIPLE = 16  # documents per shard are a multiple of this (exact search chunks evenly)
 
 
@@ -138,20 +136,6 @@ class PlaidShards:
         )  # fmt: skip
 
 
-def bucket(n: int, minimum: int = 1) -> int:
-    """Next power of two >= max(n, minimum): the static sizes searches compile for."""
-    n = max(int(n), int(minimum), 1)
-    return 1 << (n - 1).bit_length()
-
-
-def fine_bucket(n: int, minimum: int = 1) -> int:
-    """Next size of the form 2**j or 3 * 2**(j-1) >= max(n, minimum): at most a third wasted,
-    for the candidate count, where the work is proportional to the size."""
-    power = bucket(n, minimum)
-    three_quarters = power // 4 * 3
-    return three_quarters if three_quarters >= max(int(n), int(minimum)) and power >= 8 else power
-
-
 def _padded_docs(arrays: IndexArrays, total: int, tokens: int):
     """Flat token rows -> per-document padded codes [N, T] (pad C) and residuals [N, T, R]."""
     lengths = arrays.doc_lengths
@@ -192,12 +176,12 @@ def _shard_ivf(arrays: IndexArrays, shards: int, per_shard: int):
 def place(arrays: IndexArrays, mesh: Mesh) -> PlaidShards:
     """Pad an index by document and put it on the mesh (see PlaidShards)."""
     shards = sharding.num_shards(mesh)
-    total = sharding.padded_size(arrays.num_docs, shards, DOC_MULTIPLE)
+    total = shapes.padded_size(arrays.num_docs, shards, DOC_MULTIPLE)
     per_shard = total // shards
     tokens = max(8, -(-int(arrays.doc_lengths.max(initial=1)) // 8) * 8)
     codes, residuals = _padded_docs(arrays, total, tokens)
-    lengths = sharding.pad_axis(arrays.doc_lengths.astype(np.int32), total)
-    live = sharding.pad_axis(~arrays.deleted.astype(bool), total, value=False)
+    lengths = shapes.pad_axis(arrays.doc_lengths.astype(np.int32), total)
+    live = shapes.pad_axis(~arrays.deleted.astype(bool), total, value=False)
     ivf_pids, ivf_offsets, sizes = _shard_ivf(arrays, shards, per_shard)
     return PlaidShards(
         mesh=mesh,
@@ -310,13 +294,12 @@ def exact_scores(query, query_mask, docs, doc_arrays, nbits: int):
 def candidate_entries(shards: PlaidShards, query_tokens: int, ncells: int) -> int:
     """Static inverted-list slots for E = Q * ncells probes: the most any shard could need."""
     probes = min(query_tokens * ncells, shards.list_sizes.shape[1])
-    return bucket(int(shards.list_sizes[:, probes - 1].max()), 64)
+    return shapes.power_of_two(int(shards.list_sizes[:, probes - 1].max()), 64)
 
 
 @functools.partial(jax.jit, static_argnames=("statics", "ncells", "entries", "use_ivf"))
 def _candidates(queries, query_mask, allowed, centroids, ivf_pids, ivf_offsets, *, statics,
                 ncells, entries, use_ivf):  # fmt: skip
-    TRACE_COUNTS["candidates"] += 1
     per_shard = statics.docs_per_shard
 
     def per_shard_fn(queries, query_mask, allowed, centroids, ivf_pids, ivf_offsets):
@@ -344,24 +327,34 @@ def _candidates(queries, query_mask, allowed, centroids, ivf_pids, ivf_offsets, 
     )(queries, query_mask, allowed, centroids, ivf_pids, ivf_offsets)
 
 
+def _escalation(shards: PlaidShards, queries, query_mask, allowed, params: PlaidParams,
+                use_ivf: bool):  # fmt: skip
+    """Stages 1-2 at each number of probed cells a search may need: params.ncells, then 4x more
+    each step until every cell is probed (one step without the inverted lists). Yields
+    ((tables, bitmap, most, total), last step?); the caller stops when it has enough."""
+    ncells = min(params.ncells, shards.num_centroids)
+    while True:
+        entries = candidate_entries(shards, queries.shape[1], ncells)
+        last = not use_ivf or ncells >= shards.num_centroids
+        yield _candidates(
+            queries, query_mask, allowed, shards.centroids, shards.ivf_pids, shards.ivf_offsets,
+            statics=shards.statics, ncells=ncells, entries=entries, use_ivf=use_ivf,
+        ), last  # fmt: skip
+        if last:
+            return
+        ncells = min(ncells * 4, shards.num_centroids)
+
+
 def candidates(shards: PlaidShards, queries, query_mask, allowed, params: PlaidParams, k: int,
                use_ivf: bool = True):  # fmt: skip
     """Stages 1-2 -> (tables [B, C + 1, Q], bitmap [B, N] sharded, most candidates in a shard
     [B]). When some query finds fewer than k candidates (tiny corpora, few query tokens), the
     batch probes 4x more cells until each has k or every cell is probed."""
-    ncells = min(params.ncells, shards.num_centroids)
-    while True:
-        entries = candidate_entries(shards, queries.shape[1], ncells)
-        tables, bitmap, most, total = _candidates(
-            queries, query_mask, allowed, shards.centroids, shards.ivf_pids, shards.ivf_offsets,
-            statics=shards.statics, ncells=ncells, entries=entries, use_ivf=use_ivf,
-        )  # fmt: skip
-        if not use_ivf or ncells >= shards.num_centroids:
+    real = query_mask.any(axis=1)
+    steps = _escalation(shards, queries, query_mask, allowed, params, use_ivf)
+    for (tables, bitmap, most, total), last in steps:
+        if last or np.all(np.asarray(total)[real] >= k):
             return tables, bitmap, most
-        real = query_mask.any(axis=1)
-        if np.all(np.asarray(total)[real] >= k):
-            return tables, bitmap, most
-        ncells = min(ncells * 4, shards.num_centroids)
 
 
 def _top(scores: jax.Array, ids: jax.Array, k: int) -> jax.Array:
@@ -370,15 +363,12 @@ def _top(scores: jax.Array, ids: jax.Array, k: int) -> jax.Array:
     return jnp.where(jnp.isfinite(best), jnp.take_along_axis(ids, where, axis=1), -1), best
 
 
-@functools.partial(
-    jax.jit, static_argnames=("statics", "threshold", "width", "ndocs", "survivors", "k")
-)
-def _rank(queries, query_mask, tables, bitmap, arrays, *, statics, threshold, width, ndocs,
+@functools.partial(jax.jit, static_argnames=("statics", "width", "ndocs", "survivors", "k"))
+def _rank(queries, query_mask, tables, bitmap, arrays, threshold, *, statics, width, ndocs,
           survivors, k):  # fmt: skip
-    TRACE_COUNTS["rank"] += 1
     per_shard = statics.docs_per_shard
 
-    def per_shard_fn(queries, query_mask, tables, bitmap, arrays):
+    def per_shard_fn(queries, query_mask, tables, bitmap, arrays, threshold):
         doc_codes = arrays[2]
         offset = sharding.shard_offset(per_shard)
 
@@ -416,18 +406,51 @@ def _rank(queries, query_mask, tables, bitmap, arrays, *, statics, threshold, wi
     return jax.shard_map(
         per_shard_fn,
         mesh=statics.mesh,
-        in_specs=(P(), P(), P(), P(None, data), array_specs),
+        in_specs=(P(), P(), P(), P(None, data), array_specs, P()),
         out_specs=(P(), P()),
         check_vma=False,
-    )(queries, query_mask, tables, bitmap, arrays)
+    )(queries, query_mask, tables, bitmap, arrays, threshold)
+
+
+def rank_width(shards: PlaidShards, most: int) -> int:
+    """Static candidate slots per shard for a batch whose fullest shard has `most` candidates."""
+    return min(shapes.fine_bucket(most, 128), shards.docs_per_shard)
 
 
 def rank(shards: PlaidShards, queries, query_mask, tables, bitmap, most, params, k: int):
     """Stages 3-5 -> (scores [B, k], global doc numbers [B, k], -1 where fewer were found)."""
-    width = min(fine_bucket(int(np.max(most, initial=1)), 128), shards.docs_per_shard)
-    survivors = max(params.ndocs // 4, k)
-    return _rank(
-        queries, query_mask, tables, bitmap, shards.doc_arrays, statics=shards.statics,
-        threshold=float(params.centroid_score_threshold), width=width,
-        ndocs=max(params.ndocs, survivors), survivors=survivors, k=k,
+    return _rank_at(
+        shards, queries, query_mask, tables, bitmap, params, k,
+        rank_width(shards, int(np.max(jax.device_get(most), initial=1))),
     )  # fmt: skip
+
+
+def _rank_at(shards, queries, query_mask, tables, bitmap, params, k: int, width: int):
+    survivors = max(params.ndocs // 4, k)
+    threshold = np.float32(params.centroid_score_threshold)  # traced: any value, one program
+    return _rank(
+        queries, query_mask, tables, bitmap, shards.doc_arrays, threshold,
+        statics=shards.statics, width=width, ndocs=max(params.ndocs, survivors),
+        survivors=survivors, k=k,
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ warm-up
+
+
+def warmup(shards: PlaidShards, queries, query_mask, allowed, params: PlaidParams, k: int,
+           use_ivf: bool = True) -> int:  # fmt: skip
+    """Compile every program a search of this batch shape can reach: stages 1-2 at each
+    number of probed cells `candidates` can escalate to, and stages 3-5 at each candidate
+    width. Returns the number of calls made."""
+    calls = 0
+    steps = _escalation(shards, queries, query_mask, allowed, params, use_ivf)
+    for (tables, bitmap, _, _), _ in steps:
+        calls += 1
+    widths = {rank_width(shards, n) for n in shapes.fine_buckets_up_to(shards.docs_per_shard)}
+    for width in sorted(widths):
+        jax.block_until_ready(
+            _rank_at(shards, queries, query_mask, tables, bitmap, params, k, width)
+        )
+        calls += 1
+    return calls

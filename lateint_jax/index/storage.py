@@ -4,24 +4,23 @@ memory-mappable `.npy` arrays. The format is described in docs/INDEX_FORMAT.md.
 Writing builds the whole folder aside (`INDEX_DIR.tmp-XXXX`), fsyncs every file and the folder,
 then renames it into place. Replacing an existing index swaps the two folders with one atomic
 `renameat2(RENAME_EXCHANGE)` where Linux offers it (else: old aside, new in, old deleted), so a
-crash at any point leaves either the previous or the new index readable, never a mix.
+crash at any point leaves either the previous or the new index readable, never a mix. Only an
+index is ever replaced (`is_index_folder`); see lateint_jax.outputs.
 """
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from lateint_jax.codec import codes_io
-from lateint_jax.errors import IndexFormatError, InputError
+from lateint_jax.errors import IndexFormatError
 from lateint_jax.index.layout import DenseArrays, IndexArrays, build_ivf
+from lateint_jax.outputs import atomic_folder, check_target
 
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
@@ -68,72 +67,32 @@ def _write_json(folder: Path, name: str, value) -> dict:
     return _write_file(folder, name, lambda f: f.write(data))
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def is_index_folder(path) -> bool:
+    """Whether `path` is an index folder this project wrote: its metadata file is a JSON object
+    with the `format_version` and `files` that write_index_folder always records (any format
+    version: an older index is still ours to replace)."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
+        metadata = json.loads((Path(path) / METADATA_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return False
-    at_fdcwd, rename_exchange = -100, 2
-    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
-    return result == 0
+    return isinstance(metadata, dict) and "format_version" in metadata and "files" in metadata
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _check_target(index_dir: Path, overwrite: bool) -> None:
-    if index_dir.exists() and not overwrite:
-        raise InputError(
-            f"{index_dir} already exists (pass overwrite=True / --overwrite to replace it)"
-        )
-    if index_dir.exists() and not index_dir.is_dir():
-        raise InputError(f"{index_dir} exists and is not a folder")
-    index_dir.parent.mkdir(parents=True, exist_ok=True)
+def check_index_target(index_dir, overwrite: bool) -> None:
+    """Raise InputError unless an index may be written at index_dir: it does not exist, is an
+    empty folder, or overwrite is set and it is an index (outputs.check_target)."""
+    check_target(index_dir, overwrite, is_index_folder, "index")
 
 
 def write_index_folder(index_dir, overwrite: bool, fill) -> dict:
-    """Atomically create or replace index_dir: fill(tmp_folder) -> (metadata without `files`,
-    files) writes the arrays; the metadata file is written last with every file's checksum.
-    Returns the metadata as written."""
-    index_dir = Path(index_dir)
-    _check_target(index_dir, overwrite)
-    tmp = Path(tempfile.mkdtemp(prefix=index_dir.name + ".tmp-", dir=index_dir.parent))
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; an index is a normal folder
+    """Atomically create or replace index_dir (outputs.atomic_folder: an existing folder is
+    replaced only with overwrite, and only if is_index_folder says it is an index):
+    fill(tmp_folder) -> (metadata without `files`, files) writes the arrays; the metadata file is
+    written last with every file's checksum. Returns the metadata as written."""
+    with atomic_folder(index_dir, overwrite, is_index_folder, "index") as tmp:
         metadata, files = fill(tmp)
         metadata = {**metadata, "format_version": FORMAT_VERSION, "files": files}
         _write_json(tmp, METADATA_FILE, metadata)
-        _fsync_dir(tmp)
-        if index_dir.exists():
-            if _exchange(tmp, index_dir):
-                _fsync_dir(index_dir.parent)
-                shutil.rmtree(tmp)  # now holds the previous index
-                return metadata
-            old = Path(tempfile.mkdtemp(prefix=index_dir.name + ".old-", dir=index_dir.parent))
-            os.rmdir(old)
-            os.rename(index_dir, old)
-            os.rename(tmp, index_dir)
-            _fsync_dir(index_dir.parent)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, index_dir)
-            _fsync_dir(index_dir.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return metadata
 
 
@@ -347,57 +306,3 @@ def load_dense_index(
 def index_size_bytes(index_dir) -> dict[str, int]:
     """Bytes of every file in an index folder, metadata included (for the byte budget)."""
     return {p.name: p.stat().st_size for p in sorted(Path(index_dir).iterdir()) if p.is_file()}
-
-
-# -- the model an index was built with
-
-
-def model_key(name) -> str:
-    """A comparable name for a model: "default" for the packaged one, an absolute path for a
-    local folder, the hub name otherwise."""
-    if name in (None, "", "default"):
-        return "default"
-    path = Path(str(name)).expanduser()
-    return str(path.resolve()) if path.exists() else str(name)
-
-
-def model_meta(encoder, kind: str) -> dict:
-    """What the index records about its encoder (name and settings), for metadata["model"]."""
-    meta = {"name": model_key(encoder.model_name), "kind": kind}
-    if kind == "colbert":
-        meta["colbert_config"] = encoder.config.to_dict()
-    else:
-        meta["max_length"] = int(encoder.max_length)
-        meta["normalize"] = bool(encoder.normalize)
-    return meta
-
-
-def check_model(metadata: dict, requested) -> str:
-    """The index's model name; InputError when `requested` (None = no preference) differs."""
-    recorded = (metadata.get("model") or {}).get("name")
-    if recorded is None:
-        raise IndexFormatError("the index metadata does not record the model it was built with")
-    if requested is not None and model_key(requested) != recorded:
-        raise InputError(
-            f"the index was built with model {recorded!r}, not {model_key(requested)!r}: "
-            "queries must be encoded by the same model (leave out --model to use the index's)"
-        )
-    return recorded
-
-
-def encoder_for_index(metadata: dict, requested=None):
-    """Load the query encoder recorded in an index's metadata (ColBERT or BiEncoder) with the
-    settings it was built with; `requested` must name the same model when given."""
-    name = check_model(metadata, requested)
-    model = metadata["model"]
-    from lateint_jax.encoders import BiEncoder, ColBERT
-    from lateint_jax.models.colbert import ColBERTConfig
-
-    if metadata.get("kind") == "dense":
-        return BiEncoder.from_pretrained(
-            None if name == "default" else name,
-            max_length=model.get("max_length"),
-            normalize=model.get("normalize"),
-        )
-    config = ColBERTConfig.from_dict(model.get("colbert_config") or {})
-    return ColBERT.from_pretrained(None if name == "default" else name, config=config)

@@ -85,19 +85,25 @@ def add_documents(
     )
 
 
-def delete_documents(arrays: IndexArrays, doc_ids: Sequence[str]) -> IndexArrays:
-    """Mark documents deleted by id; every id must name a live document."""
-    ids = list(doc_ids)
+def tombstone(doc_ids: Sequence[str], deleted: np.ndarray, ids: Sequence[str]) -> np.ndarray:
+    """A new [N] deleted mask with `ids` marked; every id must name a distinct live document."""
+    ids = list(ids)
     if not ids:
         raise InputError("no document ids to delete")
-    position = {doc_id: n for n, doc_id in enumerate(arrays.doc_ids) if not arrays.deleted[n]}
+    position = {doc_id: n for n, doc_id in enumerate(doc_ids) if not deleted[n]}
     missing = [i for i in ids if i not in position]
     if missing:
         raise InputError(f"ids not in the index: {', '.join(map(repr, missing[:5]))}")
     if len(set(ids)) != len(ids):
         raise InputError("duplicate ids in the delete request")
-    deleted = arrays.deleted.copy()
-    deleted[[position[i] for i in ids]] = True
+    marked = np.array(deleted, bool)
+    marked[[position[i] for i in ids]] = True
+    return marked
+
+
+def delete_documents(arrays: IndexArrays, doc_ids: Sequence[str]) -> IndexArrays:
+    """Mark documents deleted by id; every id must name a live document."""
+    deleted = tombstone(arrays.doc_ids, arrays.deleted, doc_ids)
     return _with_rows(
         arrays, arrays.codes, arrays.residuals, arrays.doc_offsets, list(arrays.doc_ids), deleted
     )

@@ -1,13 +1,14 @@
 """The HTTP API (FastAPI): search, rerank, encode, health, stats and the search page.
 
-`create_app(engine)` builds the app around a warmed-up `SearchEngine`; `run(args)` is what
-`serve.py` and `lateint serve` call: load (or build the demo) index, warm up, serve with uvicorn.
+`create_app(engine)` builds the app around a warmed-up `SearchEngine`; `server.serve(args)`
+(what `serve.py` and `lateint serve` call) loads the index, warms up and runs it with uvicorn.
 """
 
 from __future__ import annotations
 
 import time
 from contextlib import asynccontextmanager
+from importlib.metadata import version as package_version
 from pathlib import Path
 
 import jax
@@ -16,7 +17,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from lateint_jax import __version__
 from lateint_jax.errors import UserError
 from lateint_jax.serving.engine import SearchEngine
 from lateint_jax.serving.schemas import (
@@ -71,7 +71,7 @@ def create_app(engine: SearchEngine, *, index_info: dict | None = None) -> FastA
 
     app = FastAPI(
         title="lateint-jax retrieval service",
-        version=__version__,
+        version=package_version("lateint-jax"),
         description="Late-interaction (ColBERT/PLAID) search with an optional cross-encoder "
         "rerank stage. Limits are in each request schema.",
         lifespan=lifespan,
@@ -171,10 +171,3 @@ def create_app(engine: SearchEngine, *, index_info: dict | None = None) -> FastA
         }
 
     return app
-
-
-def run(args) -> int:
-    """Entry point of `serve.py` / `lateint serve` (flags from `configure`)."""
-    from lateint_jax.serving.server import serve
-
-    return serve(args)

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 
 from lateint_jax.errors import IndexFormatError
+from lateint_jax.index.build import build_index
+from lateint_jax.index.storage import read_metadata
 
 DEMO_CORPUS = Path(__file__).resolve().parents[1] / "assets" / "demo_corpus.jsonl"
 
@@ -29,23 +31,17 @@ def demo_index_dir(model_name: str, corpus_path: Path = DEMO_CORPUS) -> Path:
 def build_corpus_index(encoder, corpus, index_dir: Path) -> None:
     """Encode every passage of `corpus` with `encoder` (a `CompiledColBERT`) and write the index
     (recording the model, as `lateint index` does)."""
-    from lateint_jax.index.build import build_index
-    from lateint_jax.index.storage import model_meta
-
-    ids = corpus.ids()
+    ids = corpus.ids
     embeddings = []
     batch = encoder.batch_buckets[-1]
     for start in range(0, len(ids), batch):
         part = ids[start : start + batch]
         embeddings.extend(encoder.encode_documents([corpus.passage(i) for i in part]))
-    meta = model_meta(encoder.colbert, "colbert")
-    build_index(embeddings, ids, index_dir, model_meta=meta, overwrite=True)
+    build_index(embeddings, ids, index_dir, encoder=encoder.colbert, overwrite=True)
 
 
 def ensure_demo_index(encoder, corpus, model_name: str, log=print) -> Path:
     """The demo index folder, built on first use."""
-    from lateint_jax.index.storage import read_metadata
-
     index_dir = demo_index_dir(model_name)
     try:
         read_metadata(index_dir)

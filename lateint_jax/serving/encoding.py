@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from lateint_jax.serving.buckets import bucket_for, chunks, pad_rows, powers_of_four_up_to
+from lateint_jax.shapes import bucket_for, chunks, pad_axis, powers_of_four_up_to
 
 
 class _Compiled:
@@ -23,18 +23,14 @@ class _Compiled:
         self.params = jax.device_put(model.params, self.device)
         self._apply = jax.jit(model.apply)
 
-    def compiled_count(self) -> int:
-        """Programs compiled so far (constant after warm-up when shapes stay in buckets)."""
-        return self._apply._cache_size()
-
     def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """[B, T] ids/mask -> the model's [B, ...] float32 output, in bucket-sized calls."""
         outputs = []
         for start, stop in chunks(len(input_ids), self.batch_buckets[-1]):
             rows = stop - start
             bucket = bucket_for(rows, self.batch_buckets)
-            ids = jax.device_put(pad_rows(input_ids[start:stop], bucket), self.device)
-            mask = jax.device_put(pad_rows(attention_mask[start:stop], bucket), self.device)
+            ids = jax.device_put(pad_axis(input_ids[start:stop], bucket), self.device)
+            mask = jax.device_put(pad_axis(attention_mask[start:stop], bucket), self.device)
             outputs.append(np.asarray(self._apply(self.params, ids, mask))[:rows])
         return np.concatenate(outputs, axis=0)
 

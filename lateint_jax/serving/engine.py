@@ -17,22 +17,16 @@ from dataclasses import dataclass
 import jax
 import numpy as np
 
+from lateint_jax import compilations
+from lateint_jax.data.beir import Corpus
 from lateint_jax.errors import InputError
-from lateint_jax.scoring import maxsim, maxsim_alignment
+from lateint_jax.index.base import Index, SearchShape
+from lateint_jax.scoring import maxsim_alignment
 from lateint_jax.serving.batching import Batcher
-from lateint_jax.serving.buckets import (
-    bucket_for,
-    chunks,
-    powers_of_four_up_to,
-)
-from lateint_jax.serving.corpus import Corpus
 from lateint_jax.serving.schemas import LIMITS
+from lateint_jax.shapes import bucket_for, powers_of_four_up_to
 
 K_BUCKETS = (10, 100, 1000)
-# Subsets up to this size are scored exactly here (MaxSim over every listed document's
-# decompressed vectors, shapes bucketed by subset size, top-k on the host); larger ones go
-# through the index's PLAID search restricted to them.
-EXACT_SUBSET_MAX = 1024
 DECOMPRESSED_CACHE_DOCS = 2048
 
 
@@ -49,29 +43,18 @@ class FirstStage:
     hits: list[tuple[str, float]]
 
 
-def pad_with_first(queries: np.ndarray, rows: int) -> np.ndarray:
-    """[B, Q, D] -> [rows, Q, D] repeating the first query: padding rows then probe what a real
-    row probes (zero rows would find no candidates and make the index probe more cells)."""
-    extra = rows - queries.shape[0]
-    return np.concatenate([queries, np.repeat(queries[:1], extra, axis=0)]) if extra else queries
-
-
-def _subset_scores(queries, docs, mask):
-    """queries [B, Q, D], docs [N, T, D], mask [N, T] -> MaxSim [B, N]."""
-    return maxsim(queries, docs, mask)
-
-
 def _align_batch(query, docs, mask):
     """query [Q, D], docs [N, T, D], mask [N, T] -> (positions [N, Q], similarities [N, Q])."""
     return jax.vmap(maxsim_alignment, in_axes=(None, 0, 0))(query, docs, mask)
 
 
 class SearchEngine:
-    """Owns the index, the compiled encoder and reranker, and the batchers that feed them."""
+    """Owns the index, the compiled encoder and reranker, and the batchers that feed them.
+    Works with any `Index` (late-interaction or single-vector) through its interface alone."""
 
     def __init__(
         self,
-        index,
+        index: Index,
         encoder,
         corpus: Corpus | None = None,
         reranker=None,
@@ -94,7 +77,8 @@ class SearchEngine:
         self.default_depth = default_depth if reranker is not None else None
         self.k_buckets = tuple(sorted(k_buckets))
         self.batch_buckets = powers_of_four_up_to(max_batch)
-        self.doc_ids = [i for i, gone in zip(index.doc_ids, index.arrays.deleted) if not gone]
+        self.max_batch = max_batch
+        self.doc_ids = index.live_ids
         self._known = set(self.doc_ids)
         # k above the largest bucket is refused; max_k trims buckets (a faster warm-up).
         self.max_k = min(max_k or LIMITS.max_k, LIMITS.max_k, len(self.doc_ids))
@@ -113,85 +97,38 @@ class SearchEngine:
             )
 
     def _setup_index_side(self) -> None:
-        """Compiled helpers over the index's decompressed token vectors (explanations and
-        exactly scored small subsets)."""
+        """Compiled alignments over the index's stored token vectors (explanations)."""
         self.explain_buckets = powers_of_four_up_to(LIMITS.max_explained)
-        self.subset_buckets = tuple(b for b in powers_of_four_up_to(EXACT_SUBSET_MAX) if b >= 16)
-        self.doc_tokens = int(self.index.shards.doc_tokens)
+        self.doc_tokens = int(self.index.stats().get("max_doc_tokens", 1))
         self._align = jax.jit(_align_batch)
-        self._subset_scores = jax.jit(_subset_scores)
         self._decompressed: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
 
     # ---------------------------------------------------------------- start-up and shutdown
+    def request_shapes(self) -> list[SearchShape]:
+        """Every kind of index call a request can make: up to max_batch queries of the
+        encoder's query length, each k bucket, with and without a subset."""
+        tokens = getattr(self.encoder, "query_maxlen", 0)
+        return [SearchShape(self.max_batch, k, tokens, subset=True) for k in self.k_buckets]
+
     def warmup(self) -> None:
-        """Compile every shape a request can reach: the encoder; the index search for each
-        batch and k bucket, each number of probed cells its candidate search can escalate to,
-        and each candidate width; subset scoring; rerank; explanations."""
+        """Compile every shape a request can reach: the encoder, the index (which knows its
+        own compile keys) for `request_shapes()`, rerank and explanations."""
+        compilations.start()
         self.encoder.warmup()
-        sample = self._warmup_queries()
-        for bucket in self.batch_buckets:
-            queries = np.resize(sample, (bucket, *sample.shape[1:]))
-            for k in self.k_buckets:
-                self._warm_index(queries, k)
-        for n in self.subset_buckets:
-            docs = np.zeros((n, self.doc_tokens, self.encoder.dim), np.float32)
-            self._subset_scores(sample[:1], docs, np.ones(docs.shape[:2], bool))
-        self.decompressed(self.doc_ids[0])
+        self.index.warmup(self.request_shapes())
         if self.reranker is not None:
             self.reranker.warmup()
-        for n in self.explain_buckets:
-            self._aligned(sample[0], [np.zeros((1, self.encoder.dim), np.float32)] * n)
-
-    def _warmup_queries(self) -> np.ndarray:
-        """[B, Q, D] queries made of the corpus' own openings (or the index's decompressed
-        vectors without a corpus), so warm-up searches look like real ones."""
-        ids = self.doc_ids[:: max(1, len(self.doc_ids) // self.batch_buckets[-1])]
-        ids = ids[: self.batch_buckets[-1]]
-        if self.corpus is not None and all(i in self.corpus for i in ids):
-            return self.encoder.encode_queries([self.corpus.passage(i)[:80] for i in ids])
-        q = self.encoder.query_maxlen
-        return np.stack([np.resize(self.decompressed(i), (q, self.encoder.dim)) for i in ids])
-
-    def _warm_index(self, queries: np.ndarray, k: int) -> None:
-        """PLAID compiles per (batch, k, probed cells, candidate width). Probed cells start at
-        the default for k and grow 4x while a query has fewer than k candidates: each
-        step is compiled here. Widths follow the candidate count per shard: subsets of chosen
-        sizes reach each one (their candidate count is the subset's share of a shard)."""
-        from lateint_jax.index.plaid import PlaidParams
-
-        cells = self.index.shards.num_centroids
-        ncells = min(PlaidParams.defaults(k).ncells, cells)
-        while True:
-            self.index.search(queries, k=k, ncells=ncells)
-            if ncells >= cells:
-                break
-            ncells = min(ncells * 4, cells)
-        shards = self.index.mesh.size
-        per_shard = int(self.index.shards.docs_per_shard)
-        width = 128
-        while True:
-            size = min(width * shards, len(self.doc_ids))
-            if size >= k:
-                stride = max(1, len(self.doc_ids) // size)
-                self.index.search(queries, k=k, subset_ids=self.doc_ids[::stride][:size])
-            if width >= per_shard or size == len(self.doc_ids):
-                break
-            width *= 2
+        if self.encoder.explains:
+            self.decompressed(self.doc_ids[0])
+            sample = np.zeros((self.encoder.query_maxlen, self.encoder.dim), np.float32)
+            for n in self.explain_buckets:
+                self._aligned(sample, [np.zeros((1, self.encoder.dim), np.float32)] * n)
 
     def compiled_counts(self) -> dict:
-        """Programs compiled per stage: constant after warm-up (no request compiles)."""
-        from lateint_jax.index import plaid
-
-        counts = {
-            "encoder": self.encoder.compiled_count(),
-            "explain": self._align._cache_size(),
-            "subset": self._subset_scores._cache_size(),
-            **{f"index_{name}": n for name, n in sorted(plaid.TRACE_COUNTS.items())},
-        }
-        if self.reranker is not None:
-            counts["rerank"] = self.reranker.compiled_count()
-        return counts
+        """Programs compiled in this process since warm-up began (constant afterwards: no
+        request compiles)."""
+        return {"programs": compilations.count()}
 
     def close(self) -> None:
         self.first_stage.close()
@@ -200,46 +137,20 @@ class SearchEngine:
 
     # ---------------------------------------------------------------- batch functions
     def _first_stage_batch(self, items: list[QueryItem]) -> list[FirstStage]:
-        embeddings = self.encoder.encode_queries([item.text for item in items])  # [B, Q, D]
+        embeddings = self.encoder.encode_queries([item.text for item in items])
         hits: list = [None] * len(items)
         groups: dict = {}
         for row, item in enumerate(items):
             groups.setdefault(item.subset, []).append(row)
         for subset, rows in groups.items():
-            if subset is not None and len(subset) <= EXACT_SUBSET_MAX:
-                found = self._search_small_subset(embeddings[rows], subset)
-                for row, row_hits in zip(rows, found):
-                    hits[row] = row_hits[: items[row].k]
-                continue
             limit = len(subset) if subset is not None else len(self.doc_ids)
             k = bucket_for(min(max(items[r].k for r in rows), limit), self.k_buckets)
-            for start, stop in chunks(len(rows), self.batch_buckets[-1]):
-                part = rows[start:stop]
-                bucket = bucket_for(len(part), self.batch_buckets)
-                found = self.index.search(
-                    pad_with_first(embeddings[part], bucket),
-                    k=k,
-                    subset_ids=list(subset) if subset is not None else None,
-                )
-                for row, row_hits in zip(part, found):
-                    hits[row] = [(str(i), float(s)) for i, s in row_hits[: items[row].k]]
+            found = self.index.search(
+                embeddings[rows], k=min(k, limit), subset_ids=None if subset is None else subset
+            )
+            for row, row_hits in zip(rows, found):
+                hits[row] = [(str(i), float(s)) for i, s in row_hits[: items[row].k]]
         return [FirstStage(embeddings[r], hits[r]) for r in range(len(items))]
-
-    def _search_small_subset(self, queries: np.ndarray, subset) -> list[list[tuple[str, float]]]:
-        """Exact MaxSim of queries [B, Q, D] against every subset document: ranked hits."""
-        n = bucket_for(len(subset), self.subset_buckets)
-        docs = np.zeros((n, self.doc_tokens, queries.shape[-1]), np.float32)
-        mask = np.zeros((n, self.doc_tokens), bool)
-        for row, doc_id in enumerate(subset):
-            vectors = self.decompressed(doc_id)
-            docs[row, : len(vectors)] = vectors
-            mask[row, : len(vectors)] = True
-        results = []
-        for query in queries:
-            scores = np.asarray(self._subset_scores(query[None], docs, mask))[0, : len(subset)]
-            order = np.argsort(-scores, kind="stable")
-            results.append([(subset[i], float(scores[i])) for i in order])
-        return results
 
     def decompressed(self, doc_id: str) -> np.ndarray:
         """The index's [T, D] vectors of one document, from a bounded LRU cache."""
@@ -247,7 +158,7 @@ class SearchEngine:
             if doc_id in self._decompressed:
                 self._decompressed.move_to_end(doc_id)
                 return self._decompressed[doc_id]
-        vectors = np.asarray(self.index.decompress(doc_id), np.float32)
+        vectors = np.asarray(self.index.document_vectors(doc_id), np.float32)
         with self._cache_lock:
             self._decompressed[doc_id] = vectors
             while len(self._decompressed) > DECOMPRESSED_CACHE_DOCS:
@@ -402,43 +313,3 @@ class SearchEngine:
             mask[row, : doc.shape[0]] = True
         positions, sims = self._align(query, padded, mask)
         return np.asarray(positions)[: len(docs)], np.asarray(sims)[: len(docs)]
-
-
-class DenseSearchEngine(SearchEngine):
-    """The same service over a bi-encoder (`DenseIndex`): one vector per query, exhaustive
-    sharded dot-product search (small subsets scored on the host), no explanations."""
-
-    def _setup_index_side(self) -> None:
-        live = ~np.asarray(self.index.arrays.deleted, bool)
-        self._row = {i: n for n, i in enumerate(self.index.doc_ids) if live[n]}
-        self._host_vectors = None  # copied from the devices at the first small-subset search
-
-    def warmup(self) -> None:
-        """Compile the encoder, each (batch, k) bucket of the search, and the reranker."""
-        self.encoder.warmup()
-        sample = self.encoder.encode_queries(["warm up"])
-        for bucket in self.batch_buckets:
-            for k in self.k_buckets:
-                self.index.search(np.repeat(sample, bucket, axis=0), k=k)
-        if self.reranker is not None:
-            self.reranker.warmup()
-
-    def compiled_counts(self) -> dict:
-        from lateint_jax.index import plaid
-
-        counts = {"encoder": self.encoder.compiled_count()}
-        counts["index_dense"] = plaid.TRACE_COUNTS["dense"]
-        if self.reranker is not None:
-            counts["rerank"] = self.reranker.compiled_count()
-        return counts
-
-    def _search_small_subset(self, queries: np.ndarray, subset) -> list[list[tuple[str, float]]]:
-        """Dot products of queries [B, H] with every subset document's vector, on the host."""
-        if self._host_vectors is None:
-            self._host_vectors = np.asarray(self.index.arrays.vectors, np.float32)
-        vectors = self._host_vectors[[self._row[i] for i in subset]]
-        results = []
-        for scores in queries @ vectors.T:
-            order = np.argsort(-scores, kind="stable")
-            results.append([(subset[i], float(scores[i])) for i in order])
-        return results

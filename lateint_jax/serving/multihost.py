@@ -14,18 +14,22 @@ On CPU the collectives go through gloo.
 from __future__ import annotations
 
 import sys
+from dataclasses import astuple
 
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from lateint_jax.errors import InputError, UserError
+from lateint_jax.index.base import SearchShape
+from lateint_jax.index.open import open_index
 
-OP_STOP, OP_SEARCH = 0, 1
+OP_STOP, OP_SEARCH, OP_WARMUP = 0, 1, 2
 HEADER = 7  # op, rows, query tokens (0: dense), dim, k, ncells (0 = default), has subset
+# OP_WARMUP: rows = number of shapes, then one [rows, 4] block of (batch, k, tokens, subset).
 
 
 def _broadcast(value: np.ndarray) -> np.ndarray:
-    from jax.experimental import multihost_utils
-
     return np.asarray(multihost_utils.broadcast_one_to_all(value))
 
 
@@ -59,6 +63,12 @@ class CoordinatedIndex:
             _broadcast(mask)
         return _search(self.index, queries, k, subset_ids, ncells)
 
+    def warmup(self, request_shapes) -> int:
+        shapes = np.array([astuple(s) for s in request_shapes], np.int32).reshape(-1, 4)
+        _broadcast(np.array([OP_WARMUP, len(shapes)] + [0] * (HEADER - 2), np.int32))
+        _broadcast(shapes)
+        return self.index.warmup(request_shapes)
+
     def stop(self) -> None:
         """Release the other processes from their loop."""
         _broadcast(np.array([OP_STOP] + [0] * (HEADER - 1), np.int32))
@@ -72,6 +82,10 @@ def follow(index) -> None:
         )
         if op == OP_STOP:
             return
+        if op == OP_WARMUP:
+            block = _broadcast(np.zeros((rows, 4), np.int32))
+            index.warmup([SearchShape(int(b), int(k), int(t), bool(s)) for b, k, t, s in block])
+            continue
         shape = (rows, tokens, dim) if tokens else (rows, dim)
         queries = _broadcast(np.zeros(shape, np.float32))
         subset = None
@@ -85,8 +99,6 @@ def follow(index) -> None:
 
 
 def initialize(args) -> None:
-    import jax
-
     if not args.coordinator:
         raise InputError("--num-processes > 1 needs --coordinator HOST:PORT (process 0's)")
     if not 0 <= args.process_id < args.num_processes:
@@ -99,10 +111,9 @@ def initialize(args) -> None:
     )
 
 
-def serve_multihost(args) -> int:
-    """Entry point for one process of a multi-host server."""
-    import jax
-
+def serve_multihost(args, run_server) -> int:
+    """Entry point for one process of a multi-host server; process 0 answers HTTP with
+    run_server(args, log, wrap_index=...) (`server.run_uvicorn`)."""
     if not args.index:
         raise InputError("a multi-host server needs --index (every process loads the same one)")
     initialize(args)
@@ -110,15 +121,11 @@ def serve_multihost(args) -> int:
         f"[process {jax.process_index()}] {message}", file=sys.stderr, flush=True
     )
     if jax.process_index() != 0:
-        from lateint_jax.index.search import load_any
-
         log(f"loading my shards of {args.index} ({jax.local_device_count()} local devices)")
-        follow(load_any(args.index, devices=jax.devices()))
+        follow(open_index(args.index, devices=jax.devices()))
         jax.distributed.shutdown()  # leaves together with process 0
         log("stopped")
         return 0
-
-    from lateint_jax.serving.server import run_uvicorn
 
     coordinated = []
 
@@ -127,7 +134,7 @@ def serve_multihost(args) -> int:
         return coordinated[0]
 
     try:
-        return run_uvicorn(args, log, wrap_index=wrap)
+        return run_server(args, log, wrap_index=wrap)
     finally:
         if coordinated:
             coordinated[0].stop()

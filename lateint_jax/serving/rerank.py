@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from lateint_jax.serving.buckets import bucket_for, chunks, pad_columns, pad_rows
+from lateint_jax.shapes import bucket_for, chunks, pad_axis
 
 
 class CompiledReranker:
@@ -34,9 +34,6 @@ class CompiledReranker:
         self._apply = jax.jit(cross_encoder.apply)
         self.name = name or getattr(cross_encoder, "model_name", "cross-encoder")
         self.pad_id = int(cross_encoder.tokenizer.pad_id)
-
-    def compiled_count(self) -> int:
-        return self._apply._cache_size()
 
     def warmup(self) -> None:
         """Compile every (batch, length) bucket."""
@@ -75,7 +72,9 @@ class CompiledReranker:
                 part = rows[start:stop]
                 batch = bucket_for(len(part), self.batch_buckets)
                 arrays = [
-                    pad_rows(pad_columns(tokens[name][part][:, :length], length, pad), batch)
+                    pad_axis(
+                        pad_axis(tokens[name][part][:, :length], length, axis=1, value=pad), batch
+                    )
                     for name, pad in (
                         ("input_ids", self.pad_id),
                         ("attention_mask", 0),

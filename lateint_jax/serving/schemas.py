@@ -36,6 +36,16 @@ def _not_blank(value: str, field: str) -> str:
     return value
 
 
+def _texts_valid(values: list[str], field: str, max_chars: int, blank_ok: bool = False):
+    """Each text within max_chars (and not blank unless blank_ok); errors name field[i]."""
+    for i, value in enumerate(values):
+        if not blank_ok:
+            _not_blank(value, f"{field}[{i}]")
+        if len(value) > max_chars:
+            raise ValueError(f"{field}[{i}] is longer than {max_chars} characters")
+    return values
+
+
 class RerankOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     depth: int = Field(
@@ -78,12 +88,7 @@ class SearchRequest(BaseModel):
     def _queries_valid(cls, values):
         if values is None:
             return None
-        for i, value in enumerate(values):
-            if not value.strip():
-                raise ValueError(f"queries[{i}] must not be empty or only whitespace")
-            if len(value) > LIMITS.max_query_chars:
-                raise ValueError(f"queries[{i}] is longer than {LIMITS.max_query_chars} characters")
-        return values
+        return _texts_valid(values, "queries", LIMITS.max_query_chars)
 
     @model_validator(mode="after")
     def _one_of_query_queries(self):
@@ -156,12 +161,7 @@ class RerankRequest(BaseModel):
     @field_validator("passages")
     @classmethod
     def _passages_valid(cls, values):
-        for i, value in enumerate(values):
-            if len(value) > LIMITS.max_passage_chars:
-                raise ValueError(
-                    f"passages[{i}] is longer than {LIMITS.max_passage_chars} characters"
-                )
-        return values
+        return _texts_valid(values, "passages", LIMITS.max_passage_chars, blank_ok=True)
 
 
 class RerankResponse(BaseModel):
@@ -179,12 +179,7 @@ class EncodeRequest(BaseModel):
     @field_validator("texts")
     @classmethod
     def _texts_valid(cls, values):
-        for i, value in enumerate(values):
-            if not value.strip():
-                raise ValueError(f"texts[{i}] must not be empty or only whitespace")
-            if len(value) > LIMITS.max_passage_chars:
-                raise ValueError(f"texts[{i}] is longer than {LIMITS.max_passage_chars} characters")
-        return values
+        return _texts_valid(values, "texts", LIMITS.max_passage_chars)
 
 
 class EncodeResponse(BaseModel):

@@ -10,7 +10,21 @@ import sys
 import time
 from pathlib import Path
 
+import jax
+import uvicorn
+
+from lateint_jax.data.beir import load_corpus
+from lateint_jax.encoders import ColBERT, CrossEncoder
 from lateint_jax.errors import InputError
+from lateint_jax.index.open import open_index
+from lateint_jax.index.storage import index_size_bytes, read_metadata
+from lateint_jax.index_model import encoder_for_index
+from lateint_jax.serving.app import create_app
+from lateint_jax.serving.demo import DEMO_CORPUS, cache_dir, ensure_demo_index
+from lateint_jax.serving.encoding import CompiledBiEncoder, CompiledColBERT
+from lateint_jax.serving.engine import SearchEngine
+from lateint_jax.serving.multihost import serve_multihost
+from lateint_jax.serving.rerank import CompiledReranker
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -75,31 +89,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--process-id", type=int, default=0, help="multi-host: this process")
 
 
-def read_doc_ids(index_dir: Path) -> list[str]:
-    import json
-
-    try:
-        return json.loads((index_dir / "doc_ids.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise InputError(f"cannot read the document ids of {index_dir}: {err}") from None
-
-
 def build_engine(args, log=print, wrap_index=None):
     """Load encoder, index, corpus and reranker as the flags say; warm up every shape.
 
     Returns (engine, info) where info feeds /stats."""
-    import jax
-
-    from lateint_jax.encoders import ColBERT, CrossEncoder
-    from lateint_jax.index.dense import DenseIndex
-    from lateint_jax.index.search import Index
-    from lateint_jax.index.storage import encoder_for_index, index_size_bytes, read_metadata
-    from lateint_jax.serving.corpus import Corpus
-    from lateint_jax.serving.demo import DEMO_CORPUS, ensure_demo_index
-    from lateint_jax.serving.encoding import CompiledBiEncoder, CompiledColBERT
-    from lateint_jax.serving.engine import DenseSearchEngine, SearchEngine
-    from lateint_jax.serving.rerank import CompiledReranker
-
     if args.rerank_depth is not None and args.rerank_depth < 1:
         raise InputError(f"--rerank-depth must be >= 1, got {args.rerank_depth}")
     for flag, value in (("--max-batch", args.max_batch), ("--max-k", args.max_k)):
@@ -113,37 +106,35 @@ def build_engine(args, log=print, wrap_index=None):
     if args.index:
         index_dir = Path(args.index)
         log(f"loading the encoder recorded in {index_dir} ...")
-        metadata = read_metadata(index_dir)
-        dense = metadata.get("kind") == "dense"
-        model = encoder_for_index(metadata, args.model)
-        corpus = Corpus.from_jsonl(args.corpus) if args.corpus else None
-        if corpus is not None:
-            missing = [i for i in read_doc_ids(index_dir) if i not in corpus]
-            if missing:
-                raise InputError(
-                    f"--corpus {args.corpus} lacks {len(missing)} of the index's document ids "
-                    f"(e.g. {missing[0]!r}): is it the corpus this index was built from?"
-                )
-        else:
+        model = encoder_for_index(read_metadata(index_dir), args.model)
+        corpus = load_corpus(args.corpus) if args.corpus else None
+        if corpus is None:
             log("no --corpus: results carry ids and scores only (no texts, rerank, or tokens)")
     else:
         log("loading the encoder ...")
-        dense, model = False, ColBERT.from_pretrained(args.model)
-        corpus = Corpus.from_jsonl(args.corpus or DEMO_CORPUS)
-    compiled = CompiledBiEncoder if dense else CompiledColBERT
+        model = ColBERT.from_pretrained(args.model)
+        corpus = load_corpus(args.corpus or DEMO_CORPUS)
+    compiled = CompiledColBERT if isinstance(model, ColBERT) else CompiledBiEncoder
     encoder = compiled(model, max_batch=args.max_batch)
     if not args.index:
         index_dir = ensure_demo_index(encoder, corpus, model.model_name, log=log)
     model_name = model.model_name
     log(f"loading index {index_dir} onto {jax.device_count()} device(s) ...")
-    index = (DenseIndex if dense else Index).load(index_dir, devices=jax.devices())
+    index = open_index(index_dir, devices=jax.devices())
+    if corpus is not None:
+        missing = [i for i in index.live_ids if i not in corpus]
+        if missing:
+            raise InputError(
+                f"--corpus {args.corpus} lacks {len(missing)} of the index's document ids "
+                f"(e.g. {missing[0]!r}): is it the corpus this index was built from?"
+            )
     if wrap_index is not None:
         index = wrap_index(index)
     reranker = None
     if args.reranker:
         log(f"loading reranker {args.reranker} ...")
         reranker = CompiledReranker(CrossEncoder.from_pretrained(args.reranker), name=args.reranker)
-    engine = (DenseSearchEngine if dense else SearchEngine)(
+    engine = SearchEngine(
         index,
         encoder,
         corpus,
@@ -180,10 +171,6 @@ def banner(host: str, port: int, has_reranker: bool) -> str:
 
 def enable_compile_cache() -> None:
     """Keep compiled programs on disk so a restart's warm-up reads them instead of compiling."""
-    import jax
-
-    from lateint_jax.serving.demo import cache_dir
-
     jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
@@ -195,19 +182,13 @@ def serve(args) -> int:
     if not args.no_compile_cache and args.num_processes == 1:
         enable_compile_cache()
     if args.num_processes > 1:
-        from lateint_jax.serving.multihost import serve_multihost
-
-        return serve_multihost(args)
+        return serve_multihost(args, run_uvicorn)
     log = lambda message: print(message, file=sys.stderr, flush=True)
     return run_uvicorn(args, log)
 
 
 def run_uvicorn(args, log, wrap_index=None) -> int:
     """Build the engine, then serve until SIGTERM/SIGINT (in-flight requests finish first)."""
-    import uvicorn
-
-    from lateint_jax.serving.app import create_app
-
     engine, info = build_engine(args, log=log, wrap_index=wrap_index)
     app = create_app(engine, index_info=info)
     config = uvicorn.Config(
@@ -218,23 +199,18 @@ def run_uvicorn(args, log, wrap_index=None) -> int:
         timeout_graceful_shutdown=args.graceful_timeout,
     )
     print(banner(args.host, args.port, engine.reranker is not None), flush=True)
-    _server_class()(config).run()
+    GracefulServer(config).run()
     log("stopped")
     return 0
 
 
-def _server_class():
-    import uvicorn
+class GracefulServer(uvicorn.Server):
+    """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, which kills the process
+    before the caller's cleanup (a multi-host server must release its peers); here the signal
+    only starts the shutdown, and run() returns."""
 
-    class GracefulServer(uvicorn.Server):
-        """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, which kills the process
-        before the caller's cleanup (a multi-host server must release its peers); here the
-        signal only starts the shutdown, and run() returns."""
-
-        @contextlib.contextmanager
-        def capture_signals(self):
-            with super().capture_signals():
-                yield
-                self._captured_signals.clear()
-
-    return GracefulServer
+    @contextlib.contextmanager
+    def capture_signals(self):
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()

@@ -14,6 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+from lateint_jax.data import beir, mining
+from lateint_jax.encoders import ColBERT
+from lateint_jax.errors import UserError
+from lateint_jax.eval import evaluate_run
+
 
 def evaluate_exact(
     model, beir_folder, split: str = "test", depth: int = 100, rerank_bm25: int | None = None
@@ -23,12 +28,9 @@ def evaluate_exact(
     rerank_bm25=K scores only each query's BM25 top K (MaxSim re-ranking of a BM25 first
     stage): the corpus encoded shrinks to the union of those candidates.
     """
-    from lateint_jax.data import mining, tuples
-    from lateint_jax.eval import evaluate_run
-
-    corpus = tuples.read_beir_corpus(beir_folder)
-    queries = tuples.read_beir_queries(beir_folder)
-    qrels = tuples.read_beir_qrels(beir_folder, split)
+    corpus = beir.load_corpus(beir_folder).passages_by_id()
+    queries = beir.load_queries(beir_folder)
+    qrels = beir.load_qrels(beir_folder, split)
     judged = {q: queries[q] for q in qrels if q in queries}
     if rerank_bm25 is None:
         return evaluate_run(mining.colbert_run(model, corpus, judged, depth), qrels)
@@ -40,9 +42,6 @@ def evaluate_exact(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lateint_jax.encoders import ColBERT
-    from lateint_jax.errors import UserError
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model", help='ColBERT checkpoint dir, hub name, or "default"')
     parser.add_argument("beir_folder")

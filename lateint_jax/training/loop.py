@@ -20,6 +20,7 @@ import jax
 
 from lateint_jax.data import tuples as tuples_lib
 from lateint_jax.errors import UserError
+from lateint_jax.sharding import data_mesh
 from lateint_jax.training import checkpoint as ckpt_lib
 from lateint_jax.training import step as step_lib
 from lateint_jax.training.config import TrainConfig
@@ -50,8 +51,7 @@ def initialize_distributed() -> None:
 def load_training_tuples(config: TrainConfig) -> list[tuples_lib.TrainingTuple]:
     corpus = queries = None
     if config.beir_folder:
-        corpus = tuples_lib.read_beir_corpus(config.beir_folder)
-        queries = tuples_lib.read_beir_queries(config.beir_folder)
+        corpus, queries = tuples_lib.beir_texts(config.beir_folder)
     return tuples_lib.read_tuples(
         config.train_tuples,
         config.nway,
@@ -98,7 +98,7 @@ def run(config: TrainConfig) -> dict:
     initialize_distributed()
     out = Path(config.output_dir)
     devices = _devices(config)
-    mesh = step_lib.make_data_mesh(devices)
+    mesh = data_mesh(devices, explicit=False)
     if config.batch_size % (len(devices) * config.accum_steps):
         raise UserError(
             f"batch_size {config.batch_size} must be a multiple of devices x accum_steps "

@@ -1,8 +1,11 @@
 """The data-parallel training step: one jitted pure function over a ("data",) mesh.
 
-Parameters and optimizer state are replicated; every batch leaf is sharded along its leading
-(example) axis. The loss is the mean over the global batch, so XLA's all-reduce of the gradient
-gives exactly the mean of per-device gradients that a pmapped step computes with `pmean`.
+The mesh is `sharding.data_mesh(jax.devices(), explicit=False)`: an Auto axis, so XLA carries
+the batch sharding through the model and the loss by itself (an Explicit axis would need an
+output sharding on every embedding gather and in-batch einsum). Parameters and optimizer state
+are replicated; every batch leaf is sharded along its leading (example) axis. The loss is the
+mean over the global batch, so XLA's all-reduce of the gradient gives exactly the mean of
+per-device gradients that a pmapped step computes with `pmean`.
 """
 
 from __future__ import annotations
@@ -16,20 +19,15 @@ import optax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from lateint_jax.sharding import DATA_AXIS
 from lateint_jax.training.state import TrainState
 
 # loss_fn(params, batch, key) -> (scalar loss, dict of scalar metrics)
 LossFn = Callable[[dict, dict, jax.Array], tuple[jax.Array, dict]]
 
 
-def make_data_mesh(devices=None) -> Mesh:
-    """A 1-d ("data",) mesh over `devices` (default: every device of every process)."""
-    devices = list(jax.devices() if devices is None else devices)
-    return jax.make_mesh((len(devices),), ("data",), axis_types=(AxisType.Auto,), devices=devices)
-
-
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, P("data"))
+    return NamedSharding(mesh, P(DATA_AXIS))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -73,6 +71,11 @@ def make_train_step(
     averaged before one optimizer update (same update as one big batch, for per-example losses).
     metrics: loss, grad_norm (before clipping), learning_rate (at this step), plus loss_fn's own.
     """
+    if mesh.axis_types != (AxisType.Auto,):
+        raise ValueError(
+            "the train step needs a mesh with an Auto axis: "
+            "sharding.data_mesh(devices, explicit=False)"
+        )
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     data_sharding = batch_sharding(mesh)
 

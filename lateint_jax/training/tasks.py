@@ -18,9 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lateint_jax import losses, scoring
+from lateint_jax import losses, scoring, shapes
+from lateint_jax.convert.load import load_checkpoint
 from lateint_jax.data.tuples import TrainingTuple
-from lateint_jax.models.bert import BertConfig, init_bert_params
+from lateint_jax.encoders import BiEncoder, ColBERT, CrossEncoder, load_tokenizer
+from lateint_jax.errors import InputError
+from lateint_jax.models.bert import init_bert_params, tiny_bert_config
 from lateint_jax.models.bi_encoder import bi_encoder_forward
 from lateint_jax.models.colbert import ColBERTConfig, colbert_forward, init_projection
 from lateint_jax.models.cross_encoder import cross_encoder_forward, init_head
@@ -36,19 +39,6 @@ class Task:
     encoder: object  # the lateint_jax.encoders object (tokenizer, configs)
 
 
-def tiny_bert_config(vocab_size: int) -> BertConfig:
-    """2 layers, width 32: a model that trains in seconds on CPU (tests and smoke runs)."""
-    return BertConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        type_vocab_size=2,
-    )
-
-
 def build_task(config: TrainConfig, fixed_lengths: bool = False) -> Task:
     """The task named by config.task. fixed_lengths pads every batch to the maximum lengths
     (needed with several processes, whose local batches must agree on shapes)."""
@@ -62,11 +52,8 @@ def _dtype(config: TrainConfig):
 
 def _base(config: TrainConfig):
     """(bert params, bert config, tokenizer, checkpoint) for config.model or the tiny model."""
-    from lateint_jax.convert.load import load_checkpoint
-    from lateint_jax.encoders import _load_tokenizer
-
     ckpt = load_checkpoint(config.model)
-    tokenizer = _load_tokenizer(ckpt)
+    tokenizer = load_tokenizer(ckpt)
     if config.tiny_model:
         bert_config = tiny_bert_config(ckpt.bert_config.vocab_size)
         bert = init_bert_params(bert_config, jax.random.key(config.seed))
@@ -74,17 +61,8 @@ def _base(config: TrainConfig):
     return ckpt.bert, ckpt.bert_config, tokenizer, ckpt
 
 
-def _pad_last(x: np.ndarray, length: int, value: int = 0) -> np.ndarray:
-    if x.shape[-1] >= length:
-        return x
-    pad = [(0, 0)] * (x.ndim - 1) + [(0, length - x.shape[-1])]
-    return np.pad(x, pad, constant_values=value)
-
-
 # ---------------------------------------------------------------------------- ColBERT
 def _colbert(config: TrainConfig, fixed_lengths: bool) -> Task:
-    from lateint_jax.encoders import ColBERT
-
     bert, bert_config, tokenizer, ckpt = _base(config)
     settings = ColBERTConfig(
         query_maxlen=config.query_maxlen, doc_maxlen=config.doc_maxlen, dim=config.dim
@@ -92,8 +70,6 @@ def _colbert(config: TrainConfig, fixed_lengths: bool) -> Task:
     if ckpt is not None and ckpt.linear is not None:
         linear = ckpt.linear
         if linear["kernel"].shape[1] != config.dim:
-            from lateint_jax.errors import InputError
-
             raise InputError(
                 f"{config.model} has a {linear['kernel'].shape[1]}-d ColBERT head but dim={config.dim}"
             )
@@ -161,8 +137,6 @@ def _colbert(config: TrainConfig, fixed_lengths: bool) -> Task:
 
 # ---------------------------------------------------------------------------- cross-encoder
 def _cross_encoder(config: TrainConfig, fixed_lengths: bool) -> Task:
-    from lateint_jax.encoders import CrossEncoder
-
     bert, bert_config, tokenizer, ckpt = _base(config)
     if "pooler" not in bert:  # the BERT head classifies the pooled [CLS]
         bert = {**bert, "pooler": init_bert_params(bert_config, jax.random.key(1))["pooler"]}
@@ -196,7 +170,7 @@ def _cross_encoder(config: TrainConfig, fixed_lengths: bool) -> Task:
         docs = [d for t in tuples for d in t.documents]
         pairs = model.tokenize_pairs(queries, docs)
         if fixed_lengths:
-            pairs = {k: _pad_last(v, config.pair_maxlen) for k, v in pairs.items()}
+            pairs = {k: shapes.pad_axis(v, config.pair_maxlen, axis=-1) for k, v in pairs.items()}
         return {k: v.reshape(len(tuples), K, -1) for k, v in pairs.items()}
 
     def export(params, folder: Path) -> list[Path]:
@@ -211,8 +185,6 @@ def _cross_encoder(config: TrainConfig, fixed_lengths: bool) -> Task:
 
 # ---------------------------------------------------------------------------- bi-encoder
 def _bi_encoder(config: TrainConfig, fixed_lengths: bool) -> Task:
-    from lateint_jax.encoders import BiEncoder
-
     bert, bert_config, tokenizer, ckpt = _base(config)
     normalize = True if ckpt is None else ckpt.normalize
     model = BiEncoder(bert, bert_config, tokenizer, normalize, config.pair_maxlen)

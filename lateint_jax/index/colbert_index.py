@@ -1,0 +1,238 @@
+"""The late-interaction index: ColBERT token vectors, residual-compressed, in device memory
+split by document, searched with PLAID (or exactly).
+
+    index = open_index("indexes/scifact")                        # a ColBERTIndex
+    hits = index.search(colbert.encode_queries(["..."]), k=10)   # [[(doc_id, score), ...]]
+
+Queries go through in batches of at most MAX_BATCH, padded to power-of-two buckets (batch size,
+query length, candidate count), so repeated searches reuse compiled code. An explicit subset of
+at most SMALL_SUBSET documents is scored exactly (its documents decompressed, MaxSim), larger
+subsets go through PLAID's stages 3-5 with every listed document a candidate.
+
+Shapes: B queries, Q query tokens, D dim, T document tokens, n subset documents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from lateint_jax import shapes, sharding
+from lateint_jax.codec.residual import decompress_jit
+from lateint_jax.errors import InputError
+from lateint_jax.index import exact, plaid
+from lateint_jax.index.base import Hits, Index, SearchShape, batch_buckets, batches, check_ids
+from lateint_jax.index.layout import IndexArrays
+from lateint_jax.index.storage import load_index, save_index
+from lateint_jax.index.update import add_documents, delete_documents
+
+SMALL_SUBSET = 1024  # subsets up to this size are scored exactly
+SUBSET_BUCKETS = tuple(b for b in shapes.powers_of_four_up_to(SMALL_SUBSET) if b >= 16)
+QUERY_TOKEN_MULTIPLE = 8
+
+
+class ColBERTIndex(Index):
+    """A residual-compressed ColBERT index (`IndexArrays`) placed on the devices."""
+
+    kind = "colbert"
+    query_rank = 3
+    search_knobs = ("ncells", "centroid_score_threshold", "ndocs")
+
+    def __init__(self, arrays: IndexArrays, index_dir=None, devices=None):
+        arrays.validate()
+        super().__init__(arrays, index_dir, devices)
+
+    @classmethod
+    def load(cls, index_dir, devices=None, *, verify_checksums: bool = True) -> ColBERTIndex:
+        """Read INDEX_DIR (IndexFormatError if missing or damaged) and place it on `devices`
+        (default: every local device)."""
+        return cls(load_index(index_dir, verify_checksums=verify_checksums), index_dir, devices)
+
+    def _place(self) -> None:
+        self.shards = plaid.place(self.arrays, self.mesh)
+        self._exact_vectors = None
+        here = jax.process_index()  # on a multi-host mesh, this process's first device
+        self._local_device = next(d for d in self.mesh.devices.flat if d.process_index == here)
+        self._codec = jax.device_put(
+            (np.asarray(self.arrays.centroids, np.float32), self.arrays.bucket_weights),
+            self._local_device,
+        )
+
+    def _sharded_mask(self, mask: np.ndarray) -> jax.Array:
+        total = self.shards.docs_per_shard * sharding.num_shards(self.mesh)
+        return sharding.shard_along(shapes.pad_axis(mask, total, value=False), self.mesh)
+
+    def stats(self) -> dict:
+        return {
+            **super().stats(),
+            "nbits": self.arrays.nbits,
+            "centroids": self.arrays.num_centroids,
+            "token_vectors": self.arrays.num_embeddings,
+            "max_doc_tokens": self.shards.doc_tokens,
+        }
+
+    # ------------------------------------------------------------------ search
+    def _padded(self, queries: np.ndarray):
+        """Each batch of queries [B, Q, D] padded to its buckets -> (start, stop, q, mask)."""
+        count, tokens, dim = queries.shape
+        padded_tokens = shapes.power_of_two(tokens, QUERY_TOKEN_MULTIPLE)
+        for start, stop, size in batches(count):
+            q = np.zeros((size, padded_tokens, dim), np.float32)
+            q[: stop - start, :tokens] = queries[start:stop]
+            mask = np.zeros((size, padded_tokens), bool)
+            mask[: stop - start, :tokens] = True
+            yield start, stop, q, mask
+
+    def _run(self, queries: np.ndarray, score_batch) -> Hits:
+        """score_batch(q, mask) -> (scores [B', k], rows [B', k]) over each padded batch."""
+        results = []
+        for start, stop, q, mask in self._padded(queries):
+            scores, ids = jax.device_get(score_batch(q, mask))
+            results.extend(self._hits(scores[: stop - start], ids[: stop - start]))
+        return results
+
+    def search(
+        self,
+        queries,
+        k: int = 10,
+        *,
+        subset_ids: Sequence[str] | None = None,
+        ncells: int | None = None,
+        centroid_score_threshold: float | None = None,
+        ndocs: int | None = None,
+    ) -> Hits:
+        """PLAID search: queries [B, Q, D] (or one query [Q, D]) -> for each query its best k
+        (doc_id, score), best first. Knobs left None take `PlaidParams.defaults(k)`
+        (`PlaidParams.colbert_ai(k)` gives colbert-ai's). With subset_ids, every listed live
+        document is a candidate (colbert-ai's `pids`); up to SMALL_SUBSET of them are scored
+        exactly."""
+        queries, k, allowed = self._check_request(queries, k, subset_ids)
+        params = plaid.PlaidParams.defaults(k, ncells, centroid_score_threshold, ndocs)
+        if params.ncells < 1 or params.ndocs < 1:
+            raise InputError(f"ncells and ndocs must be positive, got {params}")
+        if subset_ids is not None and allowed.sum() <= SMALL_SUBSET:
+            return self._score_rows(queries, k, np.flatnonzero(allowed))
+        use_ivf = subset_ids is None
+        mask_device = self._sharded_mask(allowed)
+
+        def score_batch(q, mask):
+            scores, bitmap, most = plaid.candidates(
+                self.shards, q, mask, mask_device, params, k, use_ivf
+            )
+            return plaid.rank(self.shards, q, mask, scores, bitmap, most, params, k)
+
+        return self._run(queries, score_batch)
+
+    def exact_search(
+        self, queries, k: int = 10, *, subset_ids: Sequence[str] | None = None
+    ) -> Hits:
+        """Brute-force MaxSim against every allowed (decompressed) document; same output as
+        search. Without a small subset the decompressed corpus is kept after the first call
+        ([N, T, D] float32)."""
+        queries, k, allowed = self._check_request(queries, k, subset_ids)
+        if subset_ids is not None and allowed.sum() <= SMALL_SUBSET:
+            return self._score_rows(queries, k, np.flatnonzero(allowed))
+        if self._exact_vectors is None:
+            self._exact_vectors = exact.decompress_docs(self.shards)
+        mask_device = self._sharded_mask(allowed)
+
+        def score_batch(q, mask):
+            return exact.exact_search(self.shards, self._exact_vectors, q, mask, mask_device, k)
+
+        return self._run(queries, score_batch)
+
+    def _subset_block(self, rows: np.ndarray):
+        """Rows [n] -> codes [n', T], residuals [n', T, R], lengths [n'] with n' the subset
+        bucket (padding documents have length 0)."""
+        n = shapes.bucket_for(len(rows), SUBSET_BUCKETS)
+        width = self.shards.doc_tokens
+        lengths = np.zeros(n, np.int32)
+        lengths[: len(rows)] = self.arrays.doc_lengths[rows]
+        starts = np.zeros(n, np.int64)
+        starts[: len(rows)] = self.arrays.doc_offsets[rows]
+        position = np.arange(width)
+        real = position[None, :] < lengths[:, None]
+        token_rows = np.where(real, starts[:, None] + position[None, :], 0)
+        codes = np.where(real, self.arrays.codes[token_rows], 0).astype(np.int32)
+        residuals = np.asarray(self.arrays.residuals)[token_rows] * real[..., None]
+        return codes, residuals, lengths
+
+    def _score_rows(self, queries: np.ndarray, k: int, rows: np.ndarray) -> Hits:
+        """Exact MaxSim of queries against the documents at `rows` (a small subset)."""
+        block = jax.device_put(self._subset_block(rows), self._local_device)
+        results = []
+        for start, stop, q, mask in self._padded(queries):
+            scores = np.asarray(
+                exact.score_documents(q, mask, *self._codec, *block, nbits=self.arrays.nbits)
+            )[: stop - start, : len(rows)]
+            order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            results.extend(self._hits(np.take_along_axis(scores, order, axis=1), rows[order]))
+        return results
+
+    # ------------------------------------------------------------------ warm-up
+    def warmup(self, request_shapes: Iterable[SearchShape]) -> int:
+        """Compile, for each shape, every (batch bucket, query-token bucket) program: PLAID's
+        candidate escalation and candidate widths at the knobs for k, and the exact scoring
+        of small subsets at each subset bucket."""
+        calls = 0
+        for shape in request_shapes:
+            tokens = max(1, shape.query_tokens)
+            for size in batch_buckets(shape.batch):
+                queries = self._warmup_queries(size, tokens)
+                for _, _, q, mask in self._padded(queries):
+                    calls += self._warm_batch(q, mask, shape)
+        return calls
+
+    def _warm_batch(self, q: np.ndarray, mask: np.ndarray, shape: SearchShape) -> int:
+        k = min(shape.k, self.num_live)
+        params = plaid.PlaidParams.defaults(k)
+        live = self._sharded_mask(~np.asarray(self.arrays.deleted, bool))
+        calls = plaid.warmup(self.shards, q, mask, live, params, k, use_ivf=True)
+        if shape.subset:
+            if self.num_live > SMALL_SUBSET:
+                calls += plaid.warmup(self.shards, q, mask, live, params, k, use_ivf=False)
+            rows = np.flatnonzero(~np.asarray(self.arrays.deleted, bool))
+            for n in SUBSET_BUCKETS:
+                block = jax.device_put(self._subset_block(rows[:n]), self._local_device)
+                jax.block_until_ready(
+                    exact.score_documents(q, mask, *self._codec, *block, nbits=self.arrays.nbits)
+                )
+                calls += 1
+        return calls
+
+    def _warmup_queries(self, count: int, tokens: int) -> np.ndarray:
+        """[count, tokens, D] queries made of stored document vectors, so warm-up probes what
+        real queries probe."""
+        rows = np.flatnonzero(~np.asarray(self.arrays.deleted, bool))[:count]
+        vectors = [self.document_vectors(self.arrays.doc_ids[r]) for r in rows]
+        return np.stack([np.resize(vectors[i % len(vectors)], (tokens, self.dim))
+                         for i in range(count)])  # fmt: skip
+
+    # ------------------------------------------------------------------ contents
+    def document_vectors(self, doc_id: str) -> np.ndarray:
+        """The stored (decompressed, L2-normalised) token vectors of one document: [T, D]."""
+        rows = self._rows()
+        if doc_id not in rows:
+            raise InputError(f"document id {doc_id!r} is not in the index")
+        n = rows[doc_id]
+        start, stop = self.arrays.doc_offsets[n], self.arrays.doc_offsets[n + 1]
+        width = self.shards.doc_tokens  # one padded length, so any document reuses one compile
+        codes = shapes.pad_axis(self.arrays.codes[start:stop], width)
+        packed = shapes.pad_axis(np.asarray(self.arrays.residuals[start:stop]), width)
+        vectors = decompress_jit(*self._codec, codes, packed, self.arrays.nbits)
+        return np.asarray(vectors)[: stop - start]
+
+    def add(self, embeddings: Sequence[np.ndarray], doc_ids: Sequence[str]) -> None:
+        """Add documents ([T_i, D] each), coded with the index's centroids; searchable at once.
+        Call save() to write them to disk."""
+        self._changed(add_documents(self.arrays, embeddings, doc_ids))
+
+    def delete(self, doc_ids: Sequence[str]) -> None:
+        """Delete documents by id; they are never returned again. Call save() to persist."""
+        self._changed(delete_documents(self.arrays, check_ids(doc_ids, "delete")))
+
+    def _write(self, target: Path) -> None:
+        save_index(self.arrays, target, overwrite=True)

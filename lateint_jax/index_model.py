@@ -1,0 +1,21 @@
+"""Loading the encoder an index was built with, from the record in its metadata."""
+
+from __future__ import annotations
+
+from lateint_jax.encoders import BiEncoder, ColBERT
+from lateint_jax.index.model_record import check_model
+from lateint_jax.models.colbert import ColBERTConfig
+
+
+def encoder_for_index(metadata: dict, requested=None):
+    """Load the query encoder recorded in an index's metadata (ColBERT or BiEncoder) with the
+    settings it was built with; `requested` must name the same model when given."""
+    name = check_model(metadata, requested)
+    model = metadata["model"]
+    checkpoint = None if name == "default" else name
+    if metadata.get("kind") == "dense":
+        return BiEncoder.from_pretrained(
+            checkpoint, max_length=model.get("max_length"), normalize=model.get("normalize")
+        )
+    config = ColBERTConfig.from_dict(model.get("colbert_config") or {})
+    return ColBERT.from_pretrained(checkpoint, config=config)

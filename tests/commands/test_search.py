@@ -1,0 +1,80 @@
+"""`lateint search` end to end on tiny real indexes built by `lateint index` with the packaged
+default model: JSON out, both index kinds, and one-line errors for bad input."""
+
+import json
+
+import pytest
+
+from lateint_jax.cli import main
+
+PASSAGES = [
+    "The mitochondria is the powerhouse of the cell and makes ATP.",
+    "Paris is the capital and most populous city of France.",
+    "Photosynthesis turns sunlight, water and carbon dioxide into sugar.",
+    "The Great Wall of China is a series of ancient fortifications.",
+    "Insulin is a hormone that regulates blood glucose levels.",
+    "Jupiter is the largest planet in the Solar System.",
+    "Python is a programming language that emphasises readability.",
+    "The heart pumps blood through the circulatory system.",
+    "Mount Everest is Earth's highest mountain above sea level.",
+    "Vaccines train the immune system to recognise pathogens.",
+]
+
+
+@pytest.fixture(scope="module")
+def indexes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    corpus = root / "passages.txt"
+    corpus.write_text("\n".join(PASSAGES) + "\n")
+    for kind in ("colbert", "biencoder"):
+        assert main(["index", str(corpus), str(root / kind), "--kind", kind, "--quiet"]) == 0
+    return root
+
+
+def run_search(capsys, *argv):
+    code = main(["search", *map(str, argv)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("kind", ["colbert", "biencoder"])
+def test_search_prints_json(indexes, capsys, kind):
+    code, out, _ = run_search(capsys, indexes / kind, "What is the capital of France?", "-k", "3")
+    assert code == 0
+    result = json.loads(out)
+    assert result["query"] == "What is the capital of France?"
+    assert len(result["results"]) == 3
+    assert result["results"][0]["id"] == "1"  # text-file passages are numbered from 0
+    scores = [hit["score"] for hit in result["results"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_several_queries_and_exact(indexes, capsys):
+    code, out, _ = run_search(
+        capsys, indexes / "colbert", "largest planet", "blood sugar hormone", "-k", "2", "--exact"
+    )
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [line["results"][0]["id"] for line in lines] == ["5", "4"]
+
+
+def test_bad_input_is_one_line(indexes, capsys):
+    for argv, message in [
+        ((indexes / "colbert", "q", "-k", "11"), "larger than"),
+        ((indexes / "colbert", "q", "-k", "0"), "positive"),
+        ((indexes / "colbert", "q", "--model", "some/other-model"), "built with model"),
+        ((indexes / "missing", "q"), "does not exist"),
+        ((indexes / "biencoder", "q", "--ncells", "2"), "a dense index takes no search options"),
+        ((indexes / "colbert", "q", "--exact", "--ndocs", "8"), "--exact takes no"),
+    ]:
+        code, out, err = run_search(capsys, *argv)
+        assert code == 2 and out == "" and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_exact_search_of_a_dense_index_is_its_search(indexes, capsys):
+    """A single-vector index is searched exhaustively either way: --exact gives the same."""
+    runs = [
+        run_search(capsys, indexes / "biencoder", "blood sugar hormone", "-k", "4", *extra)
+        for extra in ((), ("--exact",))
+    ]
+    assert runs[0][0] == runs[1][0] == 0
+    assert json.loads(runs[0][1]) == json.loads(runs[1][1])
