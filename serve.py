@@ -9,11 +9,14 @@ Same as `lateint serve`; see docs/SERVING.md.
 import argparse
 import sys
 
+from lateint_jax.cli import HelpFormatter
 from lateint_jax.errors import UserError
 from lateint_jax.serving import server
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=HelpFormatter
+    )
     server.configure(parser)
     args = parser.parse_args()
     try:

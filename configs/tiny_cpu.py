@@ -2,6 +2,7 @@
 48 synthetic tuples; seconds on a laptop. Used by the tests and the notebook's tiny mode.
 
     python train.py --config configs/tiny_cpu.py output_dir=runs/tiny
+    lateint index corpus.jsonl indexes/tiny --model runs/tiny/model_pylate   # its exported model
 """
 
 from pathlib import Path
@@ -26,6 +27,6 @@ def get_config() -> TrainConfig:
         checkpoint_every=4,
         keep_checkpoints=2,
         log_every=2,
-        export_layouts=(),
+        export_layouts=("pylate",),  # runs/tiny/model_pylate loads with --model
         output_dir="runs/tiny",
     )

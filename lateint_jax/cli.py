@@ -22,16 +22,36 @@ COMMANDS = {
 }
 
 
+DESCRIPTION = (
+    "lateint-jax: late-interaction retrieval (ColBERT, PLAID) in JAX. "
+    "Run `lateint COMMAND --help` for the options of a command."
+)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless its help already names one or there is none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
 def _command_module(name: str):
     return importlib.import_module(f"lateint_jax.commands.{name}")
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lateint", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="lateint", description=DESCRIPTION, formatter_class=HelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, help_text in COMMANDS.items():
-        sp = sub.add_parser(name, help=help_text, description=help_text)
+        sp = sub.add_parser(
+            name, help=help_text, description=help_text, formatter_class=HelpFormatter
+        )
         if name == chosen:
             _command_module(name).configure(sp)
     return parser

@@ -214,6 +214,19 @@ class ColBERT:
         out["token_mask"] = self._token_mask(out)
         return out
 
+    def document_token_spans(self, text: str) -> list[tuple[int, int] | None]:
+        """For each vector `encode_documents([text])` returns, in order: the (start, end)
+        characters of its token in `text`, or None for the frame tokens ([CLS], [D], [SEP])."""
+        prefix = ". "  # as tokenize_documents: its first token stands in for the marker
+        encoding = self.tokenizer.backend.encode(prefix + text, add_special_tokens=False)
+        content = [
+            (max(0, a - len(prefix)), max(0, b - len(prefix)))
+            for a, b in encoding.offsets[1 : self.config.doc_maxlen - 2]
+        ]
+        spans = [None, None, *content, None]
+        keep = self.tokenize_documents([text])["token_mask"][0].astype(bool)
+        return [span for span, kept in zip(spans, keep, strict=False) if kept]
+
     def _token_mask(self, encoded) -> np.ndarray:
         keep = encoded["attention_mask"].astype(bool) & ~np.isin(
             encoded["input_ids"], self.skiplist

@@ -22,7 +22,7 @@ LAYERS = {
 
 
 def module_files() -> dict[str, Path]:
-    """"index.plaid" -> its file, for every module of the package ("" is the package itself)."""
+    """Module name ("index.plaid") -> its file, for every module ("" is the package itself)."""
     names = {}
     for path in PACKAGE.rglob("*.py"):
         parts = path.relative_to(PACKAGE).with_suffix("").parts

@@ -29,9 +29,14 @@ def configure(parser) -> None:
     parser.add_argument(
         "--model", default=None, help="checkpoint dir or hub name (default: MiniLM)"
     )
-    parser.add_argument("--kind", choices=["colbert", "biencoder"], default="colbert")
+    parser.add_argument(
+        "--kind",
+        choices=["colbert", "biencoder"],
+        default="colbert",
+        help="token vectors (ColBERT) or one vector per text (bi-encoder)",
+    )
     parser.add_argument("--queries", action="store_true", help="encode as ColBERT queries")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="texts per encoder call")
     parser.add_argument(
         "--max-length",
         type=int,

@@ -28,13 +28,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default="default", help="hub name or local folder (default: the packaged MiniLM)"
     )
-    parser.add_argument("--kind", choices=("colbert", "biencoder"), default="colbert")
+    parser.add_argument(
+        "--kind",
+        choices=("colbert", "biencoder"),
+        default="colbert",
+        help="a compressed late-interaction index or a single-vector one",
+    )
     parser.add_argument("--nbits", type=int, default=2, help="bits per dimension: 1, 2 or 4")
     parser.add_argument(
         "--num-centroids", type=int, default=None, help="default: colbert-ai's rule"
     )
     parser.add_argument("--doc-maxlen", type=int, default=None, help="tokens per passage (ColBERT)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="texts per encoder call")
     parser.add_argument("--seed", type=int, default=0, help="k-means and sampling seed")
     parser.add_argument(
         "--overwrite",

@@ -16,7 +16,12 @@ def configure(parser) -> None:
     parser.add_argument("beir_folder", help="BEIR folder with corpus.jsonl, queries.jsonl, qrels/")
     parser.add_argument("output", help="tuples JSONL to write")
     parser.add_argument("--split", default="train", help="qrels split to mine (default: train)")
-    parser.add_argument("--first-stage", choices=["bm25", "colbert"], default="bm25")
+    parser.add_argument(
+        "--first-stage",
+        choices=["bm25", "colbert"],
+        default="bm25",
+        help="what ranks the corpus for each query",
+    )
     parser.add_argument("--model", default=None, help="ColBERT model for --first-stage colbert")
     parser.add_argument("--depth", type=int, default=100, help="candidates ranked per query")
     parser.add_argument("--negatives", type=int, default=31, help="negatives kept per tuple")

@@ -1,15 +1,19 @@
-"""`lateint search INDEX_DIR "query" [...] [-k 10] [--model M]`: search an index, print JSON.
+"""`lateint search INDEX_DIR "query" [...] [-k 10] [--corpus C]`: search an index, print JSON.
 
 Each query is encoded with the model the index was built with (ColBERT for a compressed index,
 the bi-encoder for a dense one) and printed as one JSON object per line:
     {"query": "...", "results": [{"id": "...", "score": 12.3}, ...]}
+With --corpus (the corpus the index was built from), each result also has "title" and "text".
+A k larger than the index returns every document, with a note on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
+from lateint_jax.data.beir import load_corpus
 from lateint_jax.errors import InputError
 from lateint_jax.index.open import open_index
 from lateint_jax.index_model import encoder_for_index
@@ -21,6 +25,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-k", type=int, default=10, help="results per query (default: 10)")
     parser.add_argument(
         "--model", default=None, help="must name the index's model (default: the index's)"
+    )
+    parser.add_argument(
+        "--corpus",
+        help="the indexed corpus (BEIR folder, corpus.jsonl or text file): print each result's "
+        "title and text too",
     )
     parser.add_argument("--exact", action="store_true", help="brute-force MaxSim, not PLAID")
     parser.add_argument("--ncells", type=int, default=None, help="PLAID: centroids per token")
@@ -34,7 +43,16 @@ def run(args) -> int:
     texts = list(args.queries)
     if any(not text.strip() for text in texts):
         raise InputError("queries must not be empty")
+    if args.k <= 0:
+        raise InputError(f"-k must be positive, got {args.k}")
     index = open_index(args.index_dir)
+    corpus = load_corpus(args.corpus) if args.corpus else None
+    if args.k > index.num_live:
+        print(
+            f"lateint search: note: k={args.k} is more than the {index.num_live} documents of "
+            f"the index: returning all of them",
+            file=sys.stderr,
+        )
     knobs = {
         name: value
         for name, value in (
@@ -56,5 +74,7 @@ def run(args) -> int:
         hits = index.search(queries, k=args.k, **knobs)
     for text, found in zip(texts, hits):
         results = [{"id": doc_id, "score": round(score, 6)} for doc_id, score in found]
+        if corpus is not None:
+            results = [{**hit, **corpus.get(hit["id"])} for hit in results]
         print(json.dumps({"query": text, "results": results}, ensure_ascii=False))
     return 0

@@ -24,7 +24,7 @@ def configure(parser) -> None:
     parser.add_argument("--beir-folder", default=None, help="resolves qid/pos_id/neg_ids")
     parser.add_argument("--nway", type=int, default=8, help="documents kept per tuple")
     parser.add_argument("--max-length", type=int, default=None, help="pair length (tokens)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="pairs per model call")
     parser.add_argument(
         "--sample", type=int, default=None, help="score only this many tuples (a seeded sample)"
     )

@@ -42,15 +42,16 @@ class SearchShape:
     subset: bool = False
 
 
-def check_k(k, available: int, what: str = "live documents") -> int:
-    """k must be an int in [1, available]."""
+def check_k(k, available: int) -> int:
+    """k must be a positive int; a k larger than the `available` live documents means all of
+    them (the result lists are then shorter than k)."""
     if isinstance(k, bool) or not isinstance(k, int | np.integer):
         raise InputError(f"k must be an integer, got {k!r}")
     if k <= 0:
         raise InputError(f"k must be positive, got {k}")
-    if k > available:
-        raise InputError(f"k={k} is larger than the {available} {what} in the index")
-    return int(k)
+    if available <= 0:
+        raise InputError("the index has no live documents")
+    return min(int(k), available)
 
 
 def check_queries(queries, dim: int, rank: int) -> np.ndarray:
@@ -168,8 +169,7 @@ class Index(abc.ABC):
         """-> (queries as float32 of this index's rank, k, allowed-documents mask [N])."""
         queries = check_queries(queries, self.dim, rank=self.query_rank)
         allowed = self._subset_mask(subset_ids)
-        what = "live documents" if subset_ids is None else "allowed documents"
-        return queries, check_k(k, int(allowed.sum()), what), allowed
+        return queries, check_k(k, self.num_live), allowed
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray) -> Hits:
         """scores [B, k], row numbers [B, k] (-1 = none) -> [(doc_id, score), ...] per query."""
@@ -192,7 +192,7 @@ class Index(abc.ABC):
     @abc.abstractmethod
     def search(self, queries, k: int = 10, *, subset_ids: Sequence[str] | None = None) -> Hits:
         """The best k live documents (doc_id, score), best first, for each query; with
-        subset_ids, only among those documents."""
+        subset_ids, only among those documents. Fewer than k come back when fewer exist."""
 
     @abc.abstractmethod
     def exact_search(

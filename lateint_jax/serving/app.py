@@ -15,6 +15,7 @@ import jax
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from lateint_jax.errors import UserError
@@ -69,7 +70,8 @@ def create_app(engine: SearchEngine, *, index_info: dict | None = None) -> FastA
         # uvicorn has already let in-flight requests finish when the lifespan ends.
         engine.close()
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc from assets installed with the package, not a CDN.
+    app = FastAPIOffline(
         title="lateint-jax retrieval service",
         version=package_version("lateint-jax"),
         description="Late-interaction (ColBERT/PLAID) search with an optional cross-encoder "

@@ -81,6 +81,10 @@ class CompiledColBERT(_Compiled):
         keep = np.asarray(tokens["token_mask"][0]).astype(bool)
         return self._token_strings(np.asarray(tokens["input_ids"][0])[keep])
 
+    def document_spans(self, text: str) -> list[tuple[int, int] | None]:
+        """Where each of `document_tokens(text)` lies in `text` (None: a frame token)."""
+        return self.colbert.document_token_spans(text)
+
     def _token_strings(self, ids) -> list[str]:
         backend = self.colbert.tokenizer.backend
         return [backend.id_to_token(int(i)) or f"<{int(i)}>" for i in np.asarray(ids)]

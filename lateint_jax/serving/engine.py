@@ -111,19 +111,33 @@ class SearchEngine:
         tokens = getattr(self.encoder, "query_maxlen", 0)
         return [SearchShape(self.max_batch, k, tokens, subset=True) for k in self.k_buckets]
 
-    def warmup(self) -> None:
+    def warmup(self, log=None) -> None:
         """Compile every shape a request can reach: the encoder, the index (which knows its
-        own compile keys) for `request_shapes()`, rerank and explanations."""
+        own compile keys) for `request_shapes()`, rerank and explanations. `log(line)`, when
+        given, hears each step as it starts."""
+        log = log or (lambda line: None)
+        started = time.perf_counter()
+
+        def step(what: str) -> None:
+            log(f"  warm-up {time.perf_counter() - started:6.1f} s: {what}")
+
         compilations.start()
+        step("query encoder")
         self.encoder.warmup()
-        self.index.warmup(self.request_shapes())
+        shapes = self.request_shapes()
+        for number, shape in enumerate(shapes, 1):
+            step(f"index, k={shape.k} ({number}/{len(shapes)})")
+            self.index.warmup([shape])
         if self.reranker is not None:
+            step("reranker")
             self.reranker.warmup()
         if self.encoder.explains:
+            step("explanations")
             self.decompressed(self.doc_ids[0])
             sample = np.zeros((self.encoder.query_maxlen, self.encoder.dim), np.float32)
             for n in self.explain_buckets:
                 self._aligned(sample, [np.zeros((1, self.encoder.dim), np.float32)] * n)
+        step(f"done, {compilations.count()} programs compiled")
 
     def compiled_counts(self) -> dict:
         """Programs compiled in this process since warm-up began (constant afterwards: no
@@ -145,9 +159,7 @@ class SearchEngine:
         for subset, rows in groups.items():
             limit = len(subset) if subset is not None else len(self.doc_ids)
             k = bucket_for(min(max(items[r].k for r in rows), limit), self.k_buckets)
-            found = self.index.search(
-                embeddings[rows], k=min(k, limit), subset_ids=None if subset is None else subset
-            )
+            found = self.index.search(embeddings[rows], k=k, subset_ids=subset)
             for row, row_hits in zip(rows, found):
                 hits[row] = [(str(i), float(s)) for i, s in row_hits[: items[row].k]]
         return [FirstStage(embeddings[r], hits[r]) for r in range(len(items))]
@@ -266,7 +278,8 @@ class SearchEngine:
     # ---------------------------------------------------------------- explanations
     def _explain(self, text: str, query: np.ndarray, hits: list[dict]) -> None:
         """Adds `explanation` to each hit: for each query token, the document token its MaxSim
-        picked and their similarity.
+        picked and their similarity, and where that token lies in the hit's `text` field
+        (`text_span` [start, end], null for frame tokens and tokens of the title).
 
         The index keeps compressed vectors sorted by centroid, so token order (hence token
         text) is gone there; with the corpus at hand the passage is re-encoded (exact vectors,
@@ -285,9 +298,14 @@ class SearchEngine:
             exact = self.encoder.encode_documents(passages)
             positions, sims = self._aligned(query, exact)
             doc_tokens = [self.encoder.document_tokens(p) for p in passages]
+            spans = [
+                self._text_spans(self.encoder.document_spans(p), self.corpus.get(h["id"]))
+                for p, h in zip(passages, hits)
+            ]
         else:
             positions, sims = self._aligned(query, compressed)
             doc_tokens = [[f"#{t}" for t in range(len(d))] for d in compressed]
+            spans = [[None] * len(d) for d in compressed]
         for row, hit in enumerate(hits):
             hit["explanation"] = [
                 {
@@ -295,11 +313,19 @@ class SearchEngine:
                     "query_position": q,
                     "doc_token": doc_tokens[row][int(positions[row, q])],
                     "doc_position": int(positions[row, q]),
+                    "text_span": spans[row][int(positions[row, q])],
                     "similarity": float(sims[row, q]),
                     "index_similarity": float(index_sims[row, q]),
                 }
                 for q in range(len(query_tokens))
             ]
+
+    @staticmethod
+    def _text_spans(spans: list, fields: dict[str, str]) -> list[list[int] | None]:
+        """Spans in the passage (`title text`) -> spans in the `text` field (None in the title)."""
+        title = fields["title"].strip()
+        start = len(title) + 1 if title else 0
+        return [None if s is None or s[0] < start else [s[0] - start, s[1] - start] for s in spans]
 
     def _aligned(self, query: np.ndarray, docs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """query [Q, D], docs: N arrays [T_i, D] -> positions, similarities [N, Q], computed on

@@ -116,6 +116,11 @@ class TokenMatch(BaseModel):
     query_position: int
     doc_token: str
     doc_position: int
+    text_span: list[int] | None = Field(
+        default=None,
+        description="[start, end) characters of the document token in the hit's text; null "
+        "for frame tokens, tokens of the title, or without the corpus",
+    )
     similarity: float
     index_similarity: float
 

@@ -47,8 +47,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "the bi-encoder for a dense one; must be the one the index records (default: that one; "
         "for the demo, the packaged all-MiniLM-L6-v2 as ColBERT)",
     )
-    parser.add_argument("--host", default=DEFAULT_HOST)
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
     parser.add_argument(
         "--reranker",
         help="cross-encoder checkpoint (local path or hub name) for the rerank stage; default: "
@@ -145,7 +145,7 @@ def build_engine(args, log=print, wrap_index=None):
         max_k=args.max_k,
     )
     log("compiling every request shape (warm-up) ...")
-    engine.warmup()
+    engine.warmup(log)
     info = {
         "index_dir": str(index_dir),
         "index_bytes": int(sum(index_size_bytes(index_dir).values())),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import jax
@@ -109,6 +110,13 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+    def remove_unfinished(self) -> None:
+        """Delete the temporary folders of saves that never completed (process 0 only)."""
+        if jax.process_index() != 0:
+            return
+        for folder in (self.run_dir / "checkpoints").glob("*.orbax-checkpoint-tmp*"):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _has_checkpoints(run_dir: Path) -> bool:

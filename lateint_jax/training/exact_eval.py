@@ -42,7 +42,10 @@ def evaluate_exact(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("model", help='ColBERT checkpoint dir, hub name, or "default"')
     parser.add_argument("beir_folder")
     parser.add_argument("--split", default="test")

@@ -13,6 +13,8 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -30,6 +32,33 @@ from lateint_jax.training.tasks import build_task
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
+
+
+class TrainingInterrupted(UserError):
+    """Ctrl-C (SIGINT) stopped the run; the checkpoints on disk are complete."""
+
+
+class _StopRequest:
+    """Ctrl-C (SIGINT) asks the loop to stop after the step in flight; a second Ctrl-C
+    interrupts at once. Only single-process runs on the main thread install it: processes of
+    a multi-host run must stop together."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._request)
+        return self
+
+    def _request(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def initialize_distributed() -> None:
@@ -131,29 +160,46 @@ def run(config: TrainConfig) -> dict:
         stop = min(stop, start + config.halt_after_steps)
     metrics, window_start, window_examples = {}, time.perf_counter(), 0
     step = start
-    for step in range(start, stop):
-        indices = tuples_lib.batch_indices(len(data), config.batch_size, config.seed, step)
-        batch = task.collate([data[i] for i in indices[mine]])
-        state, metrics = train_step(state, step_lib.shard_batch(batch, mesh))
-        loss = float(metrics["loss"])
-        if not math.isfinite(loss):
-            checkpointer.wait()
-            last = checkpointer.latest_step()
-            raise TrainingDiverged(
-                f"loss is {loss} at step {step + 1}; stopped. Last good checkpoint: "
-                f"{'none' if last is None else out / 'checkpoints' / str(last)}"
+    stop_request = _StopRequest()
+    with stop_request:
+        for step in range(start, stop):
+            indices = tuples_lib.batch_indices(len(data), config.batch_size, config.seed, step)
+            batch = task.collate([data[i] for i in indices[mine]])
+            state, metrics = train_step(state, step_lib.shard_batch(batch, mesh))
+            loss = float(metrics["loss"])
+            if not math.isfinite(loss):
+                checkpointer.wait()
+                last = checkpointer.latest_step()
+                raise TrainingDiverged(
+                    f"loss is {loss} at step {step + 1}; stopped. Last good checkpoint: "
+                    f"{'none' if last is None else out / 'checkpoints' / str(last)}"
+                )
+            window_examples += config.batch_size
+            done = step + 1
+            checkpointer.save(
+                done, state, {"batches_done": done, "examples_seen": done * config.batch_size}
             )
-        window_examples += config.batch_size
-        done = step + 1
-        checkpointer.save(
-            done, state, {"batches_done": done, "examples_seen": done * config.batch_size}
+            if done % config.log_every == 0 or done == config.num_steps:
+                elapsed = time.perf_counter() - window_start
+                record = {"step": done, **{k: float(v) for k, v in metrics.items()}}
+                record["examples_per_s"] = window_examples / max(elapsed, 1e-9)
+                log.write(record)
+                window_start, window_examples = time.perf_counter(), 0
+            if stop_request.requested:
+                break
+    done = step + 1
+    if stop_request.requested and done < stop:
+        checkpointer.wait()
+        if checkpointer.latest_step() != done:
+            meta = {"batches_done": done, "examples_seen": done * config.batch_size}
+            checkpointer.save(done, state, meta, force=True)
+            checkpointer.wait()
+        checkpointer.close()
+        checkpointer.remove_unfinished()
+        raise TrainingInterrupted(
+            f"stopped by Ctrl-C after step {done}, saved as {out / 'checkpoints' / str(done)} "
+            "(run the same command to resume from it)"
         )
-        if done % config.log_every == 0 or done == config.num_steps:
-            elapsed = time.perf_counter() - window_start
-            record = {"step": done, **{k: float(v) for k, v in metrics.items()}}
-            record["examples_per_s"] = window_examples / max(elapsed, 1e-9)
-            log.write(record)
-            window_start, window_examples = time.perf_counter(), 0
     # Rerunning a finished run (or one cut at num_steps=<a saved step>) re-exports its model.
     finished = stop == config.num_steps
     exported = []

@@ -59,7 +59,6 @@ def test_several_queries_and_exact(indexes, capsys):
 
 def test_bad_input_is_one_line(indexes, capsys):
     for argv, message in [
-        ((indexes / "colbert", "q", "-k", "11"), "larger than"),
         ((indexes / "colbert", "q", "-k", "0"), "positive"),
         ((indexes / "colbert", "q", "--model", "some/other-model"), "built with model"),
         ((indexes / "missing", "q"), "does not exist"),
@@ -78,3 +77,18 @@ def test_exact_search_of_a_dense_index_is_its_search(indexes, capsys):
     ]
     assert runs[0][0] == runs[1][0] == 0
     assert json.loads(runs[0][1]) == json.loads(runs[1][1])
+
+
+def test_k_beyond_the_index_returns_every_document_and_says_so(indexes, capsys):
+    code, out, err = run_search(capsys, indexes / "colbert", "planets", "-k", "11")
+    assert code == 0 and len(json.loads(out)["results"]) == len(PASSAGES)
+    assert "returning all of them" in err and len(err.strip().splitlines()) == 1
+
+
+def test_corpus_adds_each_result_text(indexes, capsys):
+    code, out, _ = run_search(
+        capsys, indexes / "biencoder", "capital of France", "-k", "2", "--corpus",
+        indexes / "passages.txt",
+    )  # fmt: skip
+    top = json.loads(out)["results"][0]
+    assert code == 0 and top["id"] == "1" and top["text"] == PASSAGES[1] and top["title"] == ""

@@ -72,9 +72,10 @@ def test_save_and_open_index(data, tmp_path):
 def test_bad_input(data):
     vectors, ids, queries = data
     index = DenseIndex(build_dense_index(vectors, ids), devices=jax.devices()[:1])
-    for k in (0, 91, "3"):
+    for k in (0, -2, "3"):
         with pytest.raises(InputError, match="k"):
             index.search(queries, k=k)
+    assert {len(row) for row in index.search(queries, k=91)} == {90}  # k beyond: all of them
     with pytest.raises(InputError, match="dim"):
         index.search(np.ones((2, 5), np.float32))
     with pytest.raises(InputError, match="not in the index"):

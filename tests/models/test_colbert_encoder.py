@@ -170,6 +170,23 @@ def test_document_mask_drops_punctuation_and_padding():
     assert len(no_skip.encode_documents(["a, b. c!"])[0]) == int(enc["attention_mask"][0].sum())
 
 
+def test_document_token_spans_locate_each_vector_in_the_text():
+    model = tiny_colbert(0, doc_maxlen=12)
+    texts = ["Honeybees dance, telling nest-mates where flowers are!", "d", "", "x " * 40]
+    for text in texts:
+        spans = model.document_token_spans(text)
+        assert len(spans) == len(model.encode_documents([text])[0]), text  # one per vector
+        assert spans[:2] == [None, None] and spans[-1] is None  # [CLS], [D], [SEP]
+        inner = spans[2:-1]
+        assert all(0 <= a < b <= len(text) for a, b in inner), (text, spans)
+        assert inner == sorted(inner)
+    spans = model.document_token_spans(texts[0])
+    words = [texts[0][a:b] for a, b in spans[2:-1]]
+    assert "," not in words and "!" not in words  # punctuation has no vector
+    joined = "".join(words)  # the pieces cover the text's letters in order, up to truncation
+    assert len(joined) > 20 and joined == "".join(c for c in texts[0] if c.isalnum())[: len(joined)]
+
+
 def test_encoding_compiles_one_shape_per_bucket():
     model = tiny_colbert(1, doc_maxlen=100)
     texts = [" ".join(["word"] * n) for n in (3, 5, 40, 41, 90, 2, 7)]

@@ -160,6 +160,14 @@ def test_explanations_align_query_tokens_with_document_tokens(stack, client):
     assert len(top["explanation"]) == stack["colbert"].config.query_maxlen
     assert matches["dance"]["doc_token"] == "dance"
     assert matches["dance"]["similarity"] > 0.9
+    start, end = matches["dance"]["text_span"]  # where the matched token lies in the text
+    assert top["text"][start:end] == "dance"
+    for match in top["explanation"]:  # a span holds its token; frame tokens have none
+        if match["doc_token"].startswith("["):
+            assert match["text_span"] is None, match
+        elif match["text_span"] is not None:  # (None: a token of the title)
+            start, end = match["text_span"]
+            assert top["text"][start:end].lower() == match["doc_token"].removeprefix("##"), match
     # The index side of the explanation adds up to the first-stage MaxSim score.
     total = sum(m["index_similarity"] for m in top["explanation"])
     assert total == pytest.approx(top["score"], rel=1e-3)

@@ -124,9 +124,25 @@ def test_search_page_in_headless_chromium(server):
         first = results[0]
         assert "Honeybees" in first.find_element(By.CLASS_NAME, "title").text
         assert "score" in first.find_element(By.CLASS_NAME, "score").text
-        marked = [m.text.lower() for m in first.find_elements(By.TAG_NAME, "mark")]
-        assert "flowers" in marked and "honeybees" in marked, marked
         assert "results in" in driver.find_element(By.ID, "status").text
+        # Explanations are fetched only when asked for.
+        assert not driver.find_elements(By.TAG_NAME, "mark")
+        first.find_element(By.CSS_SELECTOR, ".why summary").click()
+        wait.until(lambda _: first.find_elements(By.TAG_NAME, "mark"))
+        marks = first.find_elements(By.TAG_NAME, "mark")
+        words = [m.text.lower() for m in marks]
+        assert "flowers" in words and "honeybees" in words, words  # whole words, not "##bees"
+        assert all(w and "[" not in w and not w.startswith("#") for w in words), words
+        strengths = {float(m.get_attribute("data-similarity")) for m in marks}
+        assert len(strengths) > 1  # shades differ with the match strength
+        snippet = first.find_element(By.CLASS_NAME, "text").text
+        assert len(snippet) <= 320, snippet  # a snippet around the matches, not the abstract
+        matches = first.find_element(By.CLASS_NAME, "matches").text
+        assert "flowers \u2192 flowers" in matches and "[" not in matches, matches
+        # The API docs render offline: Swagger UI's assets come from the installed package.
+        driver.get(server[1] + "/docs")
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".swagger-ui .opblock")))
+        assert "/search" in driver.find_element(By.CSS_SELECTOR, ".swagger-ui").text
     finally:
         driver.quit()
 
@@ -155,6 +171,7 @@ def test_sigterm_lets_the_in_flight_request_finish_and_restart_reloads(cache, se
     before = [(h["id"], round(h["score"], 4)) for h in response.json()["results"]]
     assert len(before) == 5 and before[0][0] == "demo-042"  # Honeybees
     assert "building the demo index" in log
+    assert "warm-up" in log and "programs compiled" in log  # warm-up shows its progress
 
     restarted, url = start_server(cache)
     try:

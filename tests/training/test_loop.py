@@ -5,6 +5,7 @@ CLI, and export of the trained student to PyTorch layouts."""
 import dataclasses
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,12 @@ from lateint_jax.encoders import ColBERT
 from lateint_jax.errors import CheckpointError, InputError
 from lateint_jax.models.colbert import colbert_forward
 from lateint_jax.training import loop
-from lateint_jax.training.config import TrainConfig, apply_overrides, load_config
+from lateint_jax.training.config import (
+    EXPORT_LAYOUTS,
+    TrainConfig,
+    apply_overrides,
+    load_config,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny_cpu.py"
@@ -159,10 +165,42 @@ def test_cli_prints_one_line_errors(tmp_path):
 )
 def test_other_tasks_train(tmp_path, task, loss, nway):
     config = tiny(
-        tmp_path, task, task=task, loss=loss, nway=nway, num_steps=2, log_every=1, pair_maxlen=32
-    )
+        tmp_path, task, task=task, loss=loss, nway=nway, num_steps=2, log_every=1,
+        pair_maxlen=32, export_layouts=EXPORT_LAYOUTS[task],
+    )  # fmt: skip
     summary = loop.run(config)
     records = [
         json.loads(x) for x in (Path(config.output_dir) / "metrics.jsonl").read_text().splitlines()
     ]
     assert summary["step"] == 2 and all(np.isfinite(r["loss"]) for r in records)
+    assert [Path(p).is_dir() for p in summary["exported"]] == [True] * len(EXPORT_LAYOUTS[task])
+
+
+def test_ctrl_c_stops_with_one_line_and_a_whole_checkpoint(tmp_path):
+    """SIGINT mid-run: the step in flight finishes and is saved, one line says where, no
+    traceback, no unfinished checkpoint folder; rerunning resumes from that step."""
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable, str(REPO / "train.py"), "--config", str(TINY), f"output_dir={run_dir}",
+        "num_steps=100000", "checkpoint_every=3", "log_every=1",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    metrics = run_dir / "metrics.jsonl"
+    try:
+        for line in process.stdout:  # the run is training once it logs a step
+            if line.startswith("step=") and metrics.exists():
+                break
+        process.send_signal(signal.SIGINT)
+        out = process.communicate(timeout=120)[0]
+    finally:
+        process.kill()
+    said = [line for line in out.splitlines() if not line.startswith("step=")]
+    assert process.returncode == 130, out[-3000:]
+    assert len(said) == 1 and said[0].startswith("train: stopped by Ctrl-C after step"), said
+    saved = int(said[0].split("after step ")[1].split(",")[0])
+    folders = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert str(saved) in folders and all(name.isdigit() for name in folders), folders
+    resumed = loop.run(tiny(tmp_path, "run", num_steps=saved + 1, export_layouts=()))
+    assert resumed["step"] == saved + 1
