@@ -28,10 +28,10 @@ from lateint_jax.data.tokenize import (
     warn_truncated,
 )
 from lateint_jax.errors import CheckpointError, InputError
-from lateint_jax.models.bert import BertConfig
 from lateint_jax.models.bi_encoder import bi_encoder_forward
 from lateint_jax.models.colbert import ColBERTConfig, colbert_forward, init_projection
 from lateint_jax.models.cross_encoder import cross_encoder_forward
+from lateint_jax.models.encoder import EncoderConfig
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def load_tokenizer(ckpt: Checkpoint) -> TextTokenizer:
     return TextTokenizer(hf)
 
 
-def _model_max_length(config: BertConfig) -> int:
+def _model_max_length(config: EncoderConfig) -> int:
     return config.max_position_embeddings - config.position_offset
 
 
@@ -115,7 +115,7 @@ class ColBERT:
     def __init__(
         self,
         params: dict,
-        bert_config: BertConfig,
+        bert_config: EncoderConfig,
         config: ColBERTConfig,
         tokenizer,
         model_name: str = "",
@@ -136,7 +136,10 @@ class ColBERT:
             raise InputError(f"query_maxlen/doc_maxlen must be <= {limit} for this model")
 
     def _marker_id(self, token: str) -> int:
-        idx = self.tokenizer.token_id(token.strip())
+        # PyLate adds its prefixes as tokens spelled with the trailing space ("[Q] ").
+        idx = self.tokenizer.token_id(token)
+        if idx is None:
+            idx = self.tokenizer.token_id(token.strip())
         if idx is None:
             # colbert-ai's fallback: convert_tokens_to_ids of an unknown marker is the unk id.
             logger.warning("marker %r is not in the vocabulary; using the unknown token", token)
@@ -189,10 +192,9 @@ class ColBERT:
         """
         texts = check_texts(texts, "queries")
         tok, L = self.tokenizer, self.config.query_maxlen
-        # colbert-ai tokenises ". " + text and overwrites the "." with the marker.
-        raw = tok.raw_ids([". " + t for t in texts])
-        rows = [[tok.cls_id, self.query_marker_id, *ids[1 : L - 2], tok.sep_id] for ids in raw]
-        warn_truncated(sum(len(ids) + 2 > L for ids in raw), len(rows), L, "queries")
+        content = [ids for ids, _ in self._content(texts)]
+        rows = [[tok.cls_id, self.query_marker_id, *ids[: L - 3], tok.sep_id] for ids in content]
+        warn_truncated(sum(len(ids) + 3 > L for ids in content), len(rows), L, "queries")
         out = pad_token_rows(rows, tok.mask_id, L)
         if self.config.attend_to_mask_tokens:
             out["attention_mask"] = np.ones_like(out["attention_mask"])
@@ -205,25 +207,32 @@ class ColBERT:
         """
         texts = check_texts(texts, "documents")
         tok, L = self.tokenizer, self.config.doc_maxlen
-        raw = tok.raw_ids([". " + t for t in texts])
-        rows = [[tok.cls_id, self.doc_marker_id, *ids[1 : L - 2], tok.sep_id] for ids in raw]
-        warn_truncated(sum(len(ids) + 2 > L for ids in raw), len(rows), L, "documents")
+        content = [ids for ids, _ in self._content(texts)]
+        rows = [[tok.cls_id, self.doc_marker_id, *ids[: L - 3], tok.sep_id] for ids in content]
+        warn_truncated(sum(len(ids) + 3 > L for ids in content), len(rows), L, "documents")
         if length is None:
             length = bucket_length(max((len(r) for r in rows), default=1), L)
         out = pad_token_rows(rows, tok.pad_id, length)
         out["token_mask"] = self._token_mask(out)
         return out
 
+    def _content(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """Each text's token ids and (start, end) characters, before framing, as the
+        config's `framing` tokenises it."""
+        if self.config.framing == "pylate":
+            return self.tokenizer.encodings(texts)
+        # colbert-ai: ". " + text, whose first token (the ".") the marker replaces.
+        shift = len(". ")
+        return [
+            (ids[1:], [(max(0, a - shift), max(0, b - shift)) for a, b in spans[1:]])
+            for ids, spans in self.tokenizer.encodings([". " + t for t in texts])
+        ]
+
     def document_token_spans(self, text: str) -> list[tuple[int, int] | None]:
         """For each vector `encode_documents([text])` returns, in order: the (start, end)
         characters of its token in `text`, or None for the frame tokens ([CLS], [D], [SEP])."""
-        prefix = ". "  # as tokenize_documents: its first token stands in for the marker
-        encoding = self.tokenizer.backend.encode(prefix + text, add_special_tokens=False)
-        content = [
-            (max(0, a - len(prefix)), max(0, b - len(prefix)))
-            for a, b in encoding.offsets[1 : self.config.doc_maxlen - 2]
-        ]
-        spans = [None, None, *content, None]
+        ((_, content),) = self._content([text])
+        spans = [None, None, *content[: self.config.doc_maxlen - 3], None]
         keep = self.tokenize_documents([text])["token_mask"][0].astype(bool)
         return [span for span, kept in zip(spans, keep, strict=False) if kept]
 
@@ -288,7 +297,7 @@ class BiEncoder:
     def __init__(
         self,
         params: dict,
-        bert_config: BertConfig,
+        bert_config: EncoderConfig,
         tokenizer,
         normalize: bool = True,
         max_length: int = 256,
@@ -378,7 +387,7 @@ class CrossEncoder:
     def __init__(
         self,
         params: dict,
-        bert_config: BertConfig,
+        bert_config: EncoderConfig,
         tokenizer,
         max_length: int = 512,
         model_name: str = "",

@@ -14,14 +14,35 @@ from lateint_jax.models.bert import BertConfig, tiny_bert_config
 
 TOKENIZER_VOCAB = 30522  # the packaged all-MiniLM-L6-v2 tokenizer's vocabulary
 ROBERTA_PAD = 1  # RoBERTa / XLM-R pad id; their position ids start at ROBERTA_PAD + 1
+TINY_MODERNBERT = {
+    "model_type": "modernbert",
+    "vocab_size": TOKENIZER_VOCAB,
+    "hidden_size": 32,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 2,
+    "intermediate_size": 48,
+    "max_position_embeddings": 512,
+    "global_attn_every_n_layers": 2,
+    "local_attention": 8,
+    "pad_token_id": 0,  # the packaged tokenizer's [PAD], [CLS], [SEP]
+    "cls_token_id": 101,
+    "bos_token_id": 101,
+    "sep_token_id": 102,
+    "eos_token_id": 102,
+}
 
 
 def tiny_config(model_type: str = "bert", **overrides) -> dict:
-    """The tiny model's config.json as `model_type` ("bert", "roberta" or "xlm-roberta").
+    """The tiny model's config.json as `model_type` ("bert", "roberta", "xlm-roberta" or
+    "modernbert").
 
     `overrides` replace or add config.json fields (vocab_size, num_labels, initializer_range...).
     The RoBERTa family gets its own conventions: one token type, pad id 1, positions offset past it.
+    ModernBERT gets the same width and 3 layers, global attention every 2nd, a window of 8
+    tokens (so short texts already cross it), and the packaged tokenizer's special ids.
     """
+    if model_type == "modernbert":
+        return {**TINY_MODERNBERT, **overrides}
     config = tiny_bert_config(TOKENIZER_VOCAB).to_hf()
     del config["architectures"]
     config["model_type"] = model_type

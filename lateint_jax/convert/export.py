@@ -15,16 +15,26 @@ from pathlib import Path
 import numpy as np
 
 from lateint_jax.convert.files import atomic_directory, write_json
-from lateint_jax.convert.hf_bert import bert_state_dict, write_safetensors
+from lateint_jax.convert.hf_bert import bert_state_dict, head_name_map, write_safetensors
 from lateint_jax.errors import InputError
-from lateint_jax.models.bert import BertConfig
+from lateint_jax.models.encoder import EncoderConfig
 
-_BASE_PREFIX = {"bert": "bert.", "roberta": "roberta.", "xlm-roberta": "roberta."}
-_ARCH = {"bert": "Bert", "roberta": "Roberta", "xlm-roberta": "XLMRoberta"}
+_BASE_PREFIX = {
+    "bert": "bert.",
+    "roberta": "roberta.",
+    "xlm-roberta": "roberta.",
+    "modernbert": "model.",
+}
+_ARCH = {
+    "bert": "Bert",
+    "roberta": "Roberta",
+    "xlm-roberta": "XLMRoberta",
+    "modernbert": "ModernBert",
+}
 ST_VERSION = {"__version__": {"sentence_transformers": "3.0.0"}}
 
 
-def _hf_config(bert_config: BertConfig, architecture: str, extra: dict | None = None) -> dict:
+def _hf_config(bert_config: EncoderConfig, architecture: str, extra: dict | None = None) -> dict:
     config = bert_config.to_hf()
     # colbert-ai names its class HF_ColBERT whatever the base model; PyLate looks for that name.
     full = (
@@ -55,7 +65,7 @@ def _write_transformer(
     tokenizer.hf_tokenizer.save_pretrained(str(dst))
 
 
-def export_hf(params: dict, bert_config: BertConfig, tokenizer, path, overwrite=False) -> None:
+def export_hf(params: dict, bert_config: EncoderConfig, tokenizer, path, overwrite=False) -> None:
     """A plain Hugging Face BertModel / RobertaModel / XLMRobertaModel directory."""
     with atomic_directory(path, overwrite) as tmp:
         _write_transformer(tmp, bert_config, params, tokenizer)
@@ -167,13 +177,9 @@ def export_cross_encoder(model, path, overwrite: bool = False) -> None:
     """A Hugging Face `*ForSequenceClassification` directory with one label."""
     bert_config, head = model.bert_config, model.params["head"]
     tensors = {}
-    if "classifier" in head:
-        names = {"classifier": "classifier"}
-    else:
-        names = {"dense": "classifier.dense", "out_proj": "classifier.out_proj"}
-    for ours, theirs in names.items():
-        tensors[f"{theirs}.weight"] = np.ascontiguousarray(np.asarray(head[ours]["kernel"]).T)
-        tensors[f"{theirs}.bias"] = np.asarray(head[ours]["bias"])
+    for name, (layer, key), transform in head_name_map(bert_config):
+        value = np.asarray(head[layer][key], np.float32)
+        tensors[name] = np.ascontiguousarray(value.T if transform == "linear" else value)
     extra = {"num_labels": 1, "id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}
     with atomic_directory(path, overwrite) as tmp:
         _write_transformer(

@@ -1,4 +1,5 @@
-"""Hugging Face BERT / RoBERTa / XLM-R weights <-> our BERT params, as a declarative name map.
+"""Hugging Face encoder weights <-> our params, as a declarative name map (BERT / RoBERTa /
+XLM-R here, ModernBERT in `convert.hf_modernbert`).
 
 Each entry of `bert_name_map` pairs a PyTorch state-dict name with a path in our params dict and a
 transform: "linear" (torch weight [out, in] <-> our kernel [in, out]) or "copy". Loading checks
@@ -18,8 +19,10 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from lateint_jax.convert.hf_modernbert import modernbert_name_map
 from lateint_jax.errors import CheckpointError
-from lateint_jax.models.bert import BertConfig, init_bert_params
+from lateint_jax.models.encoder import EncoderConfig, init_encoder_params
+from lateint_jax.models.modernbert import ModernBertConfig
 
 # Buffers some checkpoints carry that are not parameters.
 IGNORED_SUFFIXES = ("embeddings.position_ids", "embeddings.token_type_ids")
@@ -36,8 +39,11 @@ def _dense(hf: str, ours: tuple) -> list:
     return [(f"{hf}.weight", (*ours, "kernel"), "linear"), (f"{hf}.bias", (*ours, "bias"), "copy")]
 
 
-def bert_name_map(config: BertConfig, with_pooler: bool) -> list[tuple[str, tuple, str]]:
-    """(torch name, our params path, transform) for every tensor of a BertModel-like encoder."""
+def bert_name_map(config: EncoderConfig, with_pooler: bool) -> list[tuple[str, tuple, str]]:
+    """(torch name, our params path, transform) for every tensor of the encoder (a
+    BertModel-like one, or a ModernBertModel)."""
+    if isinstance(config, ModernBertConfig):
+        return modernbert_name_map(config)
     entries = [
         ("embeddings.word_embeddings.weight", ("embeddings", "word"), "copy"),
         ("embeddings.position_embeddings.weight", ("embeddings", "position"), "copy"),
@@ -58,9 +64,25 @@ def bert_name_map(config: BertConfig, with_pooler: bool) -> list[tuple[str, tupl
     return entries
 
 
-def expected_shapes(config: BertConfig) -> dict[tuple, tuple]:
+def head_name_map(config: EncoderConfig) -> list[tuple[str, tuple, str]]:
+    """(torch name, our path in params["head"], transform) for the one-logit
+    sequence-classification head of the config's family (see `models.cross_encoder`)."""
+    if isinstance(config, ModernBertConfig):
+        entries = [("head.dense.weight", ("dense", "kernel"), "linear")]
+        if config.classifier_bias:
+            entries.append(("head.dense.bias", ("dense", "bias"), "copy"))
+        entries.append(("head.norm.weight", ("norm", "scale"), "copy"))
+        if config.norm_bias:
+            entries.append(("head.norm.bias", ("norm", "bias"), "copy"))
+        return entries + _dense("classifier", ("classifier",))
+    if config.model_type == "bert":
+        return _dense("classifier", ("classifier",))
+    return _dense("classifier.dense", ("dense",)) + _dense("classifier.out_proj", ("out_proj",))
+
+
+def expected_shapes(config: EncoderConfig) -> dict[tuple, tuple]:
     """Our params path -> shape, from the config (to check checkpoints against it)."""
-    abstract = jax.eval_shape(lambda: init_bert_params(config, jax.random.key(0)))
+    abstract = jax.eval_shape(lambda: init_encoder_params(config, jax.random.key(0)))
     return {
         tuple(k.key for k in path): leaf.shape
         for path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]
@@ -130,11 +152,13 @@ def write_safetensors(state: dict[str, np.ndarray], path: str | os.PathLike) -> 
 def find_prefix(state: dict[str, np.ndarray], prefixes=BASE_PREFIXES) -> str:
     """The prefix under which the encoder's tensors live ("", "bert.", "roberta.", ...)."""
     for prefix in prefixes:
-        if f"{prefix}embeddings.word_embeddings.weight" in state:
-            return prefix
+        for embeddings in ("embeddings.word_embeddings.weight", "embeddings.tok_embeddings.weight"):
+            if f"{prefix}{embeddings}" in state:
+                return prefix
     raise CheckpointError(
-        "no BERT embeddings found (expected a tensor named like "
-        "'embeddings.word_embeddings.weight' or 'bert.embeddings.word_embeddings.weight')"
+        "no encoder embeddings found (expected a tensor named like "
+        "'embeddings.word_embeddings.weight', 'bert.embeddings.word_embeddings.weight' or "
+        "'model.embeddings.tok_embeddings.weight')"
     )
 
 
@@ -151,7 +175,7 @@ def _get(tree: dict, path: tuple):
 
 
 def take_bert_params(
-    state: dict[str, np.ndarray], config: BertConfig, prefix: str, used: set[str]
+    state: dict[str, np.ndarray], config: EncoderConfig, prefix: str, used: set[str]
 ) -> dict:
     """Our BERT params from the tensors under prefix; adds the names it used to `used`.
 
@@ -196,7 +220,7 @@ def _modern_name(name: str) -> str:
     return name
 
 
-def bert_state_dict(params: dict, config: BertConfig, prefix: str = "") -> dict[str, np.ndarray]:
+def bert_state_dict(params: dict, config: EncoderConfig, prefix: str = "") -> dict[str, np.ndarray]:
     """The PyTorch state dict (numpy float32) of our BERT params, names under prefix."""
     out = {}
     for hf, path, transform in bert_name_map(config, with_pooler="pooler" in params):

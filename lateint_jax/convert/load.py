@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -22,11 +23,13 @@ from lateint_jax.convert.files import read_json, resolve_model_dir
 from lateint_jax.convert.hf_bert import (
     check_all_used,
     find_prefix,
+    head_name_map,
     read_state_dict,
     take_bert_params,
 )
 from lateint_jax.errors import CheckpointError
-from lateint_jax.models.bert import BertConfig
+from lateint_jax.models.cross_encoder import init_head
+from lateint_jax.models.encoder import EncoderConfig, encoder_config_from_hf
 
 ST_TRANSFORMER = "sentence_transformers.models.Transformer"
 
@@ -37,8 +40,8 @@ class Checkpoint:
 
     model_dir: Path
     layout: str  # "hf", "sentence-transformers", "pylate", "stanford", "cross-encoder"
-    bert_config: BertConfig
-    bert: dict  # BERT params
+    bert_config: EncoderConfig
+    bert: dict  # the encoder's params (BERT-family or ModernBERT)
     transformer_dir: Path  # where config.json and the tokenizer live
     hf_config: dict = field(default_factory=dict)  # the full config.json (kept for export)
     linear: dict | None = None  # ColBERT projection {"kernel": [H, D]}
@@ -58,7 +61,7 @@ def load_checkpoint(name_or_path) -> Checkpoint:
 
 def _load_hf(model_dir: Path, transformer_dir: Path, layout: str | None) -> Checkpoint:
     hf_config = read_json(transformer_dir / "config.json")
-    bert_config = BertConfig.from_hf(hf_config)
+    bert_config = encoder_config_from_hf(hf_config)
     state = read_state_dict(transformer_dir)
     used: set[str] = set()
     prefix = find_prefix(state)
@@ -98,18 +101,18 @@ def _load_sentence_transformers(model_dir: Path) -> Checkpoint:
     for module, kind in zip(modules[1:], kinds[1:], strict=True):
         path = model_dir / module.get("path", "")
         if kind == "Pooling":
-            pooling = read_json(path / "config.json", default={"pooling_mode_mean_tokens": True})
-            if not pooling.get("pooling_mode_mean_tokens") or any(
-                v
-                for k, v in pooling.items()
-                if k.startswith("pooling_mode_") and "mean_tokens" not in k
-            ):
+            if not _is_mean_pooling(read_json(path / "config.json", default={})):
                 raise CheckpointError(
                     f"{path} asks for pooling other than mean; only mean is supported"
                 )
         elif kind == "Normalize":
             ckpt.normalize = True
         elif kind == "Dense":
+            if ckpt.linear is not None:
+                raise CheckpointError(
+                    f"{model_dir}: more than one Dense module (a multi-layer projection head) "
+                    "is not supported yet"
+                )
             ckpt.layout = "pylate"
             ckpt.linear = {"kernel": _read_dense(path, ckpt.bert_config)}
             ckpt.colbert = _colbert_settings_from_pylate(
@@ -120,7 +123,16 @@ def _load_sentence_transformers(model_dir: Path) -> Checkpoint:
     return ckpt
 
 
-def _projection(weight: np.ndarray, config: BertConfig, name: str) -> jnp.ndarray:
+def _is_mean_pooling(pooling: dict) -> bool:
+    """A sentence-transformers Pooling config asking for mean pooling only, in the current
+    form ("pooling_mode": "mean") or the older flags ("pooling_mode_mean_tokens": true)."""
+    if "pooling_mode" in pooling:
+        return pooling["pooling_mode"] == "mean"
+    flags = {k: v for k, v in pooling.items() if k.startswith("pooling_mode_") and v}
+    return not pooling or list(flags) == ["pooling_mode_mean_tokens"]
+
+
+def _projection(weight: np.ndarray, config: EncoderConfig, name: str) -> jnp.ndarray:
     weight = np.asarray(weight)
     if weight.ndim != 2 or weight.shape[1] != config.hidden_size:
         raise CheckpointError(
@@ -130,7 +142,7 @@ def _projection(weight: np.ndarray, config: BertConfig, name: str) -> jnp.ndarra
     return jnp.asarray(weight.T, jnp.float32)
 
 
-def _read_dense(path: Path, config: BertConfig) -> jnp.ndarray:
+def _read_dense(path: Path, config: EncoderConfig) -> jnp.ndarray:
     dense_config = read_json(path / "config.json", default={})
     if dense_config.get("bias"):
         raise CheckpointError(f"{path}: a Dense layer with a bias is not a ColBERT projection")
@@ -144,33 +156,27 @@ def _read_dense(path: Path, config: BertConfig) -> jnp.ndarray:
     return _projection(state["linear.weight"], config, f"{path.name}/linear.weight")
 
 
-def _take_head(state, config: BertConfig, hf_config: dict, used: set[str]) -> dict:
+def _take_head(state, config: EncoderConfig, hf_config: dict, used: set[str]) -> dict:
     num_labels = hf_config.get("num_labels") or len(hf_config.get("id2label") or {0: 0})
     if num_labels != 1:
         raise CheckpointError(
             f"the cross-encoder has {num_labels} labels; only 1 logit is supported"
         )
-    names = (
-        {"classifier": "classifier"}
-        if config.model_type == "bert"
-        else {"dense": "classifier.dense", "out_proj": "classifier.out_proj"}
-    )
-    head = {}
-    H = config.hidden_size
-    for ours, theirs in names.items():
-        out_features = H if ours == "dense" else 1
-        for suffix, key in (("weight", "kernel"), ("bias", "bias")):
-            name = f"{theirs}.{suffix}"
-            if name not in state:
-                raise CheckpointError(f"checkpoint lacks tensor {name}")
-            want = (out_features, H) if suffix == "weight" else (out_features,)
-            if tuple(state[name].shape) != want:
-                raise CheckpointError(
-                    f"tensor {name} has shape {tuple(state[name].shape)} but the config expects {want}"
-                )
-            value = state[name].T if suffix == "weight" else state[name]
-            head.setdefault(ours, {})[key] = jnp.asarray(value, jnp.float32)
-            used.add(name)
+    shapes = jax.eval_shape(lambda: init_head(config, jax.random.key(0)))
+    head: dict = {}
+    for name, (layer, key), transform in head_name_map(config):
+        if name not in state:
+            raise CheckpointError(f"checkpoint lacks tensor {name}")
+        value = state[name].T if transform == "linear" else state[name]
+        want = shapes[layer][key].shape
+        if tuple(value.shape) != want:
+            torch_want = tuple(reversed(want)) if transform == "linear" else want
+            raise CheckpointError(
+                f"tensor {name} has shape {tuple(state[name].shape)} but the config expects "
+                f"{torch_want}"
+            )
+        head.setdefault(layer, {})[key] = jnp.asarray(value, jnp.float32)
+        used.add(name)
     return head
 
 
@@ -186,7 +192,7 @@ def _colbert_settings_from_stanford(metadata: dict) -> dict:
 
 
 def _colbert_settings_from_pylate(st_config: dict) -> dict:
-    out = {}
+    out = {"framing": "pylate"}
     pairs = {
         "query_length": "query_maxlen",
         "document_length": "doc_maxlen",

@@ -83,6 +83,13 @@ class TextTokenizer:
         """Token ids of each text, no special tokens, no truncation."""
         return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
 
+    def encodings(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """(token ids, (start, end) character offsets) of each text, as `raw_ids`."""
+        return [
+            (e.ids, list(e.offsets))
+            for e in self.backend.encode_batch(texts, add_special_tokens=False)
+        ]
+
     def token_id(self, token: str) -> int | None:
         """The id of a vocabulary token, or None when the vocabulary lacks it."""
         idx = self.backend.token_to_id(token)

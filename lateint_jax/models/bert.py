@@ -25,7 +25,7 @@ from lateint_jax.errors import CheckpointError
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
 _ROBERTA_LIKE = ("roberta", "xlm-roberta")
-_ACTIVATIONS = {
+ACTIVATIONS = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
     "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
@@ -78,7 +78,7 @@ class BertConfig:
             raise CheckpointError(f"config.json lacks {', '.join(missing)}")
         values["model_type"] = model_type
         hidden_act = values.get("hidden_act", "gelu")
-        if hidden_act not in _ACTIVATIONS:
+        if hidden_act not in ACTIVATIONS:
             raise CheckpointError(f"hidden_act {hidden_act!r} is not supported")
         if values["hidden_size"] % values["num_attention_heads"]:
             raise CheckpointError("hidden_size is not a multiple of num_attention_heads")
@@ -154,22 +154,24 @@ def init_bert_params(config: BertConfig, key, with_pooler: bool = True) -> dict:
 
 
 def layer_norm(x: jax.Array, p: dict, eps: float) -> jax.Array:
-    """LayerNorm over the last axis, always in float32."""
+    """LayerNorm over the last axis, always in float32 (without "bias": no shift)."""
     x = x.astype(jnp.float32)
     mean = x.mean(-1, keepdims=True)
     var = jnp.square(x - mean).mean(-1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + eps) * p["scale"] + p["bias"]
+    y = (x - mean) * jax.lax.rsqrt(var + eps) * p["scale"]
+    return y + p["bias"] if "bias" in p else y
 
 
 def dense(x: jax.Array, p: dict, compute_dtype) -> jax.Array:
-    """x [..., in] @ kernel [in, out] + bias, multiplied in compute_dtype, accumulated in f32."""
+    """x [..., in] @ kernel [in, out] (+ bias when p has one), multiplied in compute_dtype,
+    accumulated in f32."""
     y = jnp.einsum(
         "...i,io->...o",
         x.astype(compute_dtype),
         p["kernel"].astype(compute_dtype),
         preferred_element_type=jnp.float32,
     )
-    return y + p["bias"]
+    return y + p["bias"] if "bias" in p else y
 
 
 def position_ids(config: BertConfig, input_ids: jax.Array) -> jax.Array:
@@ -195,7 +197,7 @@ def _attention(x, p, key_mask, config: BertConfig, compute_dtype):
 
 
 def _mlp(x, p, config: BertConfig, compute_dtype):
-    act = _ACTIVATIONS[config.hidden_act]
+    act = ACTIVATIONS[config.hidden_act]
     h = act(dense(x, p["intermediate"], compute_dtype))
     out = dense(h, p["output"], compute_dtype)
     return layer_norm(out + x, p["ln"], config.layer_norm_eps)

@@ -1,6 +1,6 @@
 """The Sentence-BERT bi-encoder: BERT -> mean pooling over the attention mask -> optional L2.
 
-params = bert params (the same dict bert_forward takes).
+params = the encoder's params (the dict `models.encoder.encoder_forward` takes).
 Einsum letters: B batch, T tokens, H hidden.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from lateint_jax.models.bert import BertConfig, bert_forward
 from lateint_jax.models.colbert import l2_normalize
+from lateint_jax.models.encoder import EncoderConfig, encoder_forward
 
 
 def mean_pool(hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:
@@ -23,14 +23,14 @@ def mean_pool(hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:
 
 def bi_encoder_forward(
     params: dict,
-    bert_config: BertConfig,
+    bert_config: EncoderConfig,
     input_ids: jax.Array,
     attention_mask: jax.Array,
     normalize: bool,
     compute_dtype=jnp.float32,
 ) -> jax.Array:
     """Sentence embeddings [B, H] float32 of input_ids/attention_mask [B, T]."""
-    hidden = bert_forward(
+    hidden = encoder_forward(
         params, bert_config, input_ids, attention_mask, compute_dtype=compute_dtype
     )
     pooled = mean_pool(hidden, attention_mask)

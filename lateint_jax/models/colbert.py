@@ -13,7 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from lateint_jax.errors import CheckpointError
-from lateint_jax.models.bert import BertConfig, bert_forward
+from lateint_jax.models.encoder import EncoderConfig, encoder_forward
+
+FRAMINGS = ("colbert-ai", "pylate")
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,11 @@ class ColBERTConfig:
     mask_punctuation: bool = True
     query_token: str = "[unused0]"
     doc_token: str = "[unused1]"
+    # Where the marker goes: "colbert-ai" tokenises ". " + text and overwrites the "." with it
+    # (colbert-ai's and Stanford checkpoints' way); "pylate" tokenises the text alone and
+    # inserts it after [CLS]. The same for WordPiece; BPE tokenizers split the first word
+    # differently after ". ".
+    framing: str = "colbert-ai"
 
     @classmethod
     def from_dict(cls, values: dict) -> ColBERTConfig:
@@ -35,6 +42,10 @@ class ColBERTConfig:
         config = cls(**{k: v for k, v in values.items() if k in known and v is not None})
         if config.query_maxlen < 3 or config.doc_maxlen < 3 or config.dim < 1:
             raise CheckpointError(f"bad ColBERT config: {config}")
+        if config.framing not in FRAMINGS:
+            raise CheckpointError(
+                f"ColBERT framing must be one of {FRAMINGS}, got {config.framing!r}"
+            )
         return config
 
     def to_dict(self) -> dict:
@@ -66,7 +77,7 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
 
 def colbert_forward(
     params: dict,
-    bert_config: BertConfig,
+    bert_config: EncoderConfig,
     input_ids: jax.Array,
     attention_mask: jax.Array,
     compute_dtype=jnp.float32,
@@ -76,7 +87,7 @@ def colbert_forward(
     Every position gets a vector (padding included); callers drop padding and skiplist
     tokens from documents and keep all query positions.
     """
-    hidden = bert_forward(
+    hidden = encoder_forward(
         params["bert"], bert_config, input_ids, attention_mask, compute_dtype=compute_dtype
     )
     projected = jnp.einsum(

@@ -138,7 +138,9 @@ def _colbert(config: TrainConfig, fixed_lengths: bool) -> Task:
 # ---------------------------------------------------------------------------- cross-encoder
 def _cross_encoder(config: TrainConfig, fixed_lengths: bool) -> Task:
     bert, bert_config, tokenizer, ckpt = _base(config)
-    if "pooler" not in bert:  # the BERT head classifies the pooled [CLS]
+    if (
+        bert_config.model_type == "bert" and "pooler" not in bert
+    ):  # BERT classifies the pooled [CLS]
         bert = {**bert, "pooler": init_bert_params(bert_config, jax.random.key(1))["pooler"]}
     head = ckpt.head if ckpt is not None and ckpt.head is not None else None
     if head is None:

@@ -6,6 +6,7 @@ tiny random model. PyLate 1.6 pins sentence-transformers 5.3 / transformers <= 5
 its own venv (see docs/ENCODERS.md); the tests run it as a subprocess and skip when it is absent.
 """
 
+import dataclasses
 import json
 import os
 import string
@@ -131,7 +132,9 @@ def test_export_round_trips_bit_exact(tmp_path):
     for layout in ("stanford", "pylate"):
         model.save_pretrained(tmp_path / layout, layout=layout)
         again = ColBERT.from_pretrained(tmp_path / layout)
-        assert again.config == model.config, layout
+        # Each layout's readers frame text their own way (the same for this WordPiece model).
+        framing = "pylate" if layout == "pylate" else "colbert-ai"
+        assert again.config == dataclasses.replace(model.config, framing=framing), layout
         jax.tree.map(np.testing.assert_array_equal, again.params, model.params)
     with pytest.raises(Exception, match="already exists"):
         model.save_pretrained(tmp_path / "stanford")
