@@ -13,7 +13,7 @@ def encoder_for_index(metadata: dict, requested=None):
     name = check_model(metadata, requested)
     model = metadata["model"]
     checkpoint = None if name == "default" else name
-    if metadata.get("kind") == "dense":
+    if model.get("kind") == "dense":  # the encoder's kind, in its own record
         return BiEncoder.from_pretrained(
             checkpoint, max_length=model.get("max_length"), normalize=model.get("normalize")
         )
