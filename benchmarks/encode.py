@@ -1,13 +1,18 @@
-"""Encoding throughput: our JAX bi-encoder vs sentence-transformers (PyTorch) on SciFact.
+"""Encoding throughput, ours against the PyTorch libraries users would pick, on SciFact.
 
-    python benchmarks/encode.py [--limit N] [--batch-size 32] [--max-length 256] [--bf16]
+    python benchmarks/encode.py [--limit N] [--batch-size 32] [--repeats 3] [--bf16]
 
-Both engines encode the same SciFact corpus texts (title + " " + text) with all-MiniLM-L6-v2 at
-the same max length and batch size, each in its own subprocess so peak memory (RSS high-water
-mark, `resource.getrusage`) is per engine. Each engine runs a cold pass (JAX: includes compiling
-one shape per length bucket) and then a warm pass; passages/s is from the warm pass. The two
-engines' embeddings are compared (max abs difference). Writes benchmarks/results/encode.json
-naming the machine. On a GPU, --bf16 runs JAX in bfloat16 and PyTorch in float16.
+Two comparisons, each on the same texts (title + " " + text), model, lengths and batch size:
+  bi-encoder: our `BiEncoder` against sentence-transformers, all-MiniLM-L6-v2 (packaged), 256 tokens;
+  ColBERT documents: our `ColBERT.encode_documents` against PyLate 1.6's `encode(is_query=False)`,
+    on the packaged default ColBERT written in PyLate's layout (so both load the same weights),
+    at its document length (180).
+Every run is its own subprocess (peak RSS per engine; PyLate in its own venv,
+.bench-venvs/pylate or $LATEINT_PYLATE_PYTHON) and makes a cold pass (JAX: compiling) then a warm
+pass; passages/s is the warm pass. Engines run interleaved (A, B, A, B, ...) `--repeats` times
+with OMP_WAIT_POLICY=PASSIVE and the same thread count, /proc/loadavg recorded before each run;
+the table gives medians and the ratio of medians. Outputs of each pair are compared (max abs
+difference). Writes benchmarks/results/encode.json naming the machine.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +33,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "encode.json"
 DATA = Path(os.environ.get("LATEINT_DATA", REPO.parent / "shared" / "data")) / "scifact"
+PYLATE_PYTHON = Path(
+    os.environ.get("LATEINT_PYLATE_PYTHON", REPO / ".bench-venvs" / "pylate" / "bin" / "python")
+)
+PAIRS = {"bi-encoder": ("jax-bi", "st-bi"), "colbert-docs": ("jax-colbert", "pylate-colbert")}
 
 
 def read_corpus(limit: int | None) -> list[str]:
@@ -47,96 +57,160 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def worker_jax(texts, args) -> tuple[np.ndarray, dict]:
+def timed(encode, texts) -> tuple[object, list[float]]:
+    times = []
+    for _ in range(2):  # cold, then warm
+        start = time.perf_counter()
+        out = encode(texts)
+        times.append(time.perf_counter() - start)
+    return out, times
+
+
+# ---------------------------------------------------------------------------- workers
+def worker_jax_bi(texts, args):
     import jax
     import jax.numpy as jnp
 
-    sys.path.insert(0, str(REPO))
     from lateint_jax.encoders import BiEncoder
 
     dtype = jnp.bfloat16 if args.bf16 else jnp.float32
-    model = BiEncoder.from_pretrained(None, max_length=args.max_length, compute_dtype=dtype)
-    times = []
-    for _ in range(2):
-        start = time.perf_counter()
-        emb = model.encode(texts, batch_size=args.batch_size)
-        times.append(time.perf_counter() - start)
-    return emb, {
-        "device": str(jax.devices()[0]),
-        "version": f"jax {jax.__version__}",
-        "times": times,
-    }
+    model = BiEncoder.from_pretrained(args.model, max_length=args.max_length, compute_dtype=dtype)
+    emb, times = timed(lambda t: model.encode(t, batch_size=args.batch_size), texts)
+    return emb, {"device": str(jax.devices()[0]), "version": f"jax {jax.__version__}"}, times
 
 
-def worker_torch(texts, args) -> tuple[np.ndarray, dict]:
+def worker_jax_colbert(texts, args):
+    import jax
+    import jax.numpy as jnp
+
+    from lateint_jax.encoders import ColBERT
+
+    dtype = jnp.bfloat16 if args.bf16 else jnp.float32
+    model = ColBERT.from_pretrained(args.model, compute_dtype=dtype)
+    docs, times = timed(lambda t: model.encode_documents(t, batch_size=args.batch_size), texts)
+    return docs, {"device": str(jax.devices()[0]), "version": f"jax {jax.__version__}"}, times
+
+
+def _torch_device(args):
+    import torch
+
+    torch.set_num_threads(args.threads)
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def worker_st_bi(texts, args):
     import torch
     from sentence_transformers import SentenceTransformer
 
-    sys.path.insert(0, str(REPO))
-    from lateint_jax.convert.files import default_model_dir
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = SentenceTransformer(str(default_model_dir()), device=device)
+    device = _torch_device(args)
+    model = SentenceTransformer(args.model, device=device)
     model.max_seq_length = args.max_length
     if args.bf16 and device == "cuda":
         model = model.half()
-    times = []
-    for _ in range(2):
-        start = time.perf_counter()
+
+    def encode(t):
         with torch.inference_mode():
-            emb = model.encode(texts, batch_size=args.batch_size, convert_to_numpy=True)
-        times.append(time.perf_counter() - start)
-    info = {
-        "device": device,
-        "version": f"torch {torch.__version__}",
-        "threads": torch.get_num_threads(),
-    }
-    return emb.astype(np.float32), {**info, "times": times}
+            return model.encode(t, batch_size=args.batch_size, convert_to_numpy=True)
+
+    emb, times = timed(encode, texts)
+    info = {"device": device, "version": f"torch {torch.__version__}"}
+    return emb.astype(np.float32), info, times
 
 
-def run_worker(engine: str, args) -> dict:
-    """Runs one engine in a subprocess; returns its timings, peak RSS and embeddings."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "out"
-        cmd = [
-            sys.executable,
-            __file__,
-            "--worker",
-            engine,
-            "--out",
-            str(out),
-            "--batch-size",
-            str(args.batch_size),
-            "--max-length",
-            str(args.max_length),
-        ]
-        if args.limit:
-            cmd += ["--limit", str(args.limit)]
-        if args.bf16:
-            cmd.append("--bf16")
-        subprocess.run(cmd, check=True)
-        result = json.loads((out.with_suffix(".json")).read_text())
-        result["embeddings"] = np.load(out.with_suffix(".npy"))
-    return result
+def worker_pylate_colbert(texts, args):
+    import torch
+    from pylate import models
+
+    device = _torch_device(args)
+    model = models.ColBERT(model_name_or_path=args.model, device=device)
+    if args.bf16 and device == "cuda":
+        model = model.half()
+
+    def encode(t):
+        with torch.inference_mode():
+            return model.encode(t, batch_size=args.batch_size, is_query=False)
+
+    docs, times = timed(encode, texts)
+    info = {"device": device, "version": f"torch {torch.__version__}"}
+    return [np.asarray(d, np.float32) for d in docs], info, times
+
+
+WORKERS = {
+    "jax-bi": worker_jax_bi,
+    "st-bi": worker_st_bi,
+    "jax-colbert": worker_jax_colbert,
+    "pylate-colbert": worker_pylate_colbert,
+}
 
 
 def worker_main(args) -> None:
+    sys.path.insert(0, str(REPO))
     texts = read_corpus(args.limit)
-    fn = worker_jax if args.worker == "jax" else worker_torch
-    emb, info = fn(texts, args)
-    info.update(passages=len(texts), peak_rss_mib=round(peak_rss_mib(), 1))
-    np.save(Path(args.out).with_suffix(".npy"), emb)
+    out, info, times = WORKERS[args.worker](texts, args)
+    info.update(passages=len(texts), times=times, peak_rss_mib=round(peak_rss_mib(), 1))
+    if isinstance(out, list):  # one [T_i, D] array per document
+        np.savez(Path(args.out).with_suffix(".npz"), *out)
+    else:
+        np.savez(Path(args.out).with_suffix(".npz"), out)
     Path(args.out).with_suffix(".json").write_text(json.dumps(info))
+
+
+# ---------------------------------------------------------------------------- driver
+def run_worker(engine: str, model: str, args, tmp: Path) -> dict:
+    out = tmp / engine
+    python = str(PYLATE_PYTHON) if engine == "pylate-colbert" else sys.executable
+    cmd = [
+        python, __file__, "--worker", engine, "--out", str(out), "--model", model,
+        "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
+        "--threads", str(args.threads),
+    ]  # fmt: skip
+    if args.limit:
+        cmd += ["--limit", str(args.limit)]
+    if args.bf16:
+        cmd.append("--bf16")
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(args.threads)}
+    env.pop("XLA_FLAGS", None)
+    loadavg = Path("/proc/loadavg").read_text().split()[:3]
+    subprocess.run(cmd, check=True, env=env, cwd=REPO)
+    result = json.loads(out.with_suffix(".json").read_text())
+    with np.load(out.with_suffix(".npz")) as arrays:
+        result["outputs"] = [arrays[k] for k in sorted(arrays.files, key=lambda k: int(k[4:]))]
+    result["loadavg"] = loadavg
+    return result
+
+
+def max_difference(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b)):
+        return float("nan")
+    return float(max(np.abs(x - y).max() for x, y in zip(a, b)))
+
+
+def models_for(tmp: Path) -> dict[str, str]:
+    """The checkpoint each engine loads: the packaged MiniLM for the bi-encoders, and the
+    default ColBERT written in PyLate's layout for both ColBERT engines."""
+    sys.path.insert(0, str(REPO))
+    from lateint_jax.convert.files import default_model_dir
+    from lateint_jax.encoders import ColBERT
+
+    colbert = tmp / "default-colbert-pylate"
+    ColBERT.from_pretrained(None).save_pretrained(colbert, layout="pylate")
+    minilm = str(default_model_dir())
+    return {"jax-bi": minilm, "st-bi": minilm, "jax-colbert": str(colbert),
+            "pylate-colbert": str(colbert)}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--limit", type=int, default=None, help="encode only the first N docs")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--max-length", type=int, default=256, help="bi-encoder tokens")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--bf16", action="store_true", help="JAX bf16 / torch fp16 (on a GPU)")
+    parser.add_argument("--pairs", nargs="+", choices=sorted(PAIRS), default=sorted(PAIRS))
     parser.add_argument("--output", default=str(RESULTS))
-    parser.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -144,32 +218,54 @@ def main() -> None:
         return
     if not (DATA / "corpus.jsonl").exists():
         sys.exit(f"SciFact not found at {DATA} (set LATEINT_DATA)")
-    results = {name: run_worker(name, args) for name in ("torch", "jax")}
-    diff = float(
-        np.abs(results["jax"].pop("embeddings") - results["torch"].pop("embeddings")).max()
-    )
-    rows = {}
-    for name, r in results.items():
-        cold, warm = r["times"]
-        rows[name] = {
-            **r,
-            "cold_s": round(cold, 2),
-            "warm_s": round(warm, 2),
-            "passages_per_s": round(r["passages"] / warm, 1),
+    pairs = {name: PAIRS[name] for name in args.pairs}
+    if "colbert-docs" in pairs and not PYLATE_PYTHON.exists():
+        sys.exit(f"PyLate venv not found at {PYLATE_PYTHON} (see docs/ENCODERS.md)")
+    runs: dict[str, list[dict]] = {e: [] for pair in pairs.values() for e in pair}
+    with tempfile.TemporaryDirectory() as tmp:
+        models = models_for(Path(tmp))
+        for _ in range(args.repeats):
+            for ours, theirs in pairs.values():
+                for engine in (ours, theirs):  # interleaved: A, B, A, B, ...
+                    runs[engine].append(run_worker(engine, models[engine], args, Path(tmp)))
+    rows, comparisons = {}, {}
+    for engine, results in runs.items():
+        rates = [r["passages"] / r["times"][1] for r in results]
+        first = results[0]
+        rows[engine] = {
+            "device": first["device"],
+            "version": first["version"],
+            "passages": first["passages"],
+            "passages_per_s": [round(x, 1) for x in rates],
+            "median_passages_per_s": round(statistics.median(rates), 1),
+            "cold_s": [round(r["times"][0], 2) for r in results],
+            "warm_s": [round(r["times"][1], 2) for r in results],
+            "peak_rss_mib": [r["peak_rss_mib"] for r in results],
+            "loadavg": [r["loadavg"] for r in results],
         }
-    ratio = rows["jax"]["passages_per_s"] / rows["torch"]["passages_per_s"]
+    for name, (ours, theirs) in pairs.items():
+        comparisons[name] = {
+            "ratio_ours_over_theirs": round(
+                rows[ours]["median_passages_per_s"] / rows[theirs]["median_passages_per_s"], 3
+            ),
+            "max_abs_output_diff": max_difference(
+                runs[ours][0]["outputs"], runs[theirs][0]["outputs"]
+            ),
+        }
     print(
-        f"{'engine':8} {'device':10} {'cold s':>8} {'warm s':>8} {'passages/s':>11} {'peak RSS MiB':>13}"
+        f"{'engine':15} {'device':8} {'passages/s (each run)':>28} {'median':>8} {'peak RSS MiB':>13}"
     )
-    for name, r in rows.items():
+    for engine, r in rows.items():
+        each = " ".join(f"{x:.1f}" for x in r["passages_per_s"])
         print(
-            f"{name:8} {r['device']:10} {r['cold_s']:8.2f} {r['warm_s']:8.2f} "
-            f"{r['passages_per_s']:11.1f} {r['peak_rss_mib']:13.1f}"
+            f"{engine:15} {r['device'][:8]:8} {each:>28} {r['median_passages_per_s']:8.1f} "
+            f"{max(r['peak_rss_mib']):13.1f}"
         )
-    print(
-        f"JAX / PyTorch throughput ratio: {ratio:.2f}x (target >= 1.0 on CPU); "
-        f"max |embedding difference| = {diff:.2e}"
-    )
+    for name, c in comparisons.items():
+        print(
+            f"{name}: ours / theirs = {c['ratio_ours_over_theirs']:.2f}x; "
+            f"max |output difference| = {c['max_abs_output_diff']:.2e}"
+        )
     report = {
         "benchmark": "encode",
         "machine": {
@@ -178,18 +274,20 @@ def main() -> None:
             "cpu_count": os.cpu_count(),
             "python": platform.python_version(),
         },
-        "model": "all-MiniLM-L6-v2 (packaged)",
-        "dataset": f"SciFact corpus ({rows['jax']['passages']} passages)",
+        "dataset": f"SciFact corpus (first {rows[next(iter(rows))]['passages']} passages)",
         "batch_size": args.batch_size,
-        "max_length": args.max_length,
+        "bi_encoder_max_length": args.max_length,
+        "threads": args.threads,
+        "repeats": args.repeats,
         "compute": "bf16 (JAX) / fp16 (torch, GPU only)" if args.bf16 else "float32",
         "engines": rows,
-        "ratio_jax_over_torch": round(ratio, 3),
-        "max_abs_embedding_diff": diff,
+        "comparisons": comparisons,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+    tmp_out = Path(args.output).with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp_out, args.output)
     print(f"wrote {args.output}")
 
 
