@@ -180,8 +180,9 @@ def _move_into_place(new: Path, dst: Path) -> None:
         os.rmdir(old)
         os.rename(dst, old)
         os.rename(new, dst)
-        fsync_dir(dst.parent)
+        fsync_dir(dst.parent)  # the new folder is in place before the old one goes
         shutil.rmtree(old)
+        return
     fsync_dir(dst.parent)
 
 

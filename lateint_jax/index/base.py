@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import jax
 import numpy as np
 
 from lateint_jax import shapes, sharding
@@ -103,8 +104,16 @@ class Index(abc.ABC):
         self.arrays = arrays
         self.index_dir = None if index_dir is None else Path(index_dir)
         self.mesh = sharding.data_mesh(devices)
+        self._set_up()
+
+    def _set_up(self) -> None:
+        """Everything derived from `arrays` that requests read, computed once per change: the
+        live mask and count, the placement, and the live mask on the devices."""
         self._row: dict[str, int] | None = None
+        self._live = ~np.asarray(self.arrays.deleted, bool)
+        self._live_count = int(self._live.sum())
         self._place()
+        self._live_device = self._sharded_mask(self._live)
 
     # ------------------------------------------------------------------ facts
     @property
@@ -115,7 +124,7 @@ class Index(abc.ABC):
     @property
     def live_ids(self) -> list[str]:
         """The ids a search can return, in row order."""
-        return [i for i, gone in zip(self.arrays.doc_ids, self.arrays.deleted) if not gone]
+        return [i for i, live in zip(self.arrays.doc_ids, self._live) if live]
 
     @property
     def metadata(self) -> dict:
@@ -127,7 +136,7 @@ class Index(abc.ABC):
 
     @property
     def num_live(self) -> int:
-        return int((~np.asarray(self.arrays.deleted, bool)).sum())
+        return self._live_count
 
     def __contains__(self, doc_id: str) -> bool:
         return doc_id in self._rows()
@@ -147,23 +156,25 @@ class Index(abc.ABC):
     def _rows(self) -> dict[str, int]:
         """id -> row of every live document."""
         if self._row is None:
-            deleted = np.asarray(self.arrays.deleted, bool)
-            self._row = {i: n for n, i in enumerate(self.arrays.doc_ids) if not deleted[n]}
+            self._row = {i: n for n, i in enumerate(self.arrays.doc_ids) if self._live[n]}
         return self._row
 
     def _subset_mask(self, subset_ids) -> np.ndarray:
         """[N] bool of the live documents, restricted to `subset_ids` when given."""
-        live = ~np.asarray(self.arrays.deleted, bool)
         if subset_ids is None:
-            return live
+            return self._live
         ids = set(check_ids(subset_ids, "subset_ids"))
         rows = self._rows()
         missing = sorted(i for i in ids if i not in rows)
         if missing:
             raise InputError(f"subset_ids not in the index: {', '.join(map(repr, missing[:5]))}")
-        mask = np.zeros(live.shape[0], bool)
+        mask = np.zeros(self._live.shape[0], bool)
         mask[[rows[i] for i in ids]] = True
         return mask
+
+    def _allowed_on_devices(self, allowed: np.ndarray, subset_ids) -> jax.Array:
+        """The allowed-documents mask split over the devices (the live one is kept placed)."""
+        return self._live_device if subset_ids is None else self._sharded_mask(allowed)
 
     def _check_request(self, queries, k, subset_ids) -> tuple[np.ndarray, int, np.ndarray]:
         """-> (queries as float32 of this index's rank, k, allowed-documents mask [N])."""
@@ -181,13 +192,16 @@ class Index(abc.ABC):
 
     def _changed(self, arrays) -> None:
         self.arrays = arrays
-        self._row = None
-        self._place()
+        self._set_up()
 
     # ------------------------------------------------------------------ the interface
     @abc.abstractmethod
     def _place(self) -> None:
         """Put `arrays` on the mesh (called at start and after every change)."""
+
+    @abc.abstractmethod
+    def _sharded_mask(self, mask: np.ndarray) -> jax.Array:
+        """A per-document [N] mask, padded and split over the devices as the documents are."""
 
     @abc.abstractmethod
     def search(self, queries, k: int = 10, *, subset_ids: Sequence[str] | None = None) -> Hits:

@@ -116,7 +116,7 @@ class ColBERTIndex(Index):
         if subset_ids is not None and allowed.sum() <= SMALL_SUBSET:
             return self._score_rows(queries, k, np.flatnonzero(allowed))
         use_ivf = subset_ids is None
-        mask_device = self._sharded_mask(allowed)
+        mask_device = self._allowed_on_devices(allowed, subset_ids)
 
         def score_batch(q, mask):
             scores, bitmap, most = plaid.candidates(
@@ -137,7 +137,7 @@ class ColBERTIndex(Index):
             return self._score_rows(queries, k, np.flatnonzero(allowed))
         if self._exact_vectors is None:
             self._exact_vectors = exact.decompress_docs(self.shards)
-        mask_device = self._sharded_mask(allowed)
+        mask_device = self._allowed_on_devices(allowed, subset_ids)
 
         def score_batch(q, mask):
             return exact.exact_search(self.shards, self._exact_vectors, q, mask, mask_device, k)
@@ -189,12 +189,12 @@ class ColBERTIndex(Index):
     def _warm_batch(self, q: np.ndarray, mask: np.ndarray, shape: SearchShape) -> int:
         k = min(shape.k, self.num_live)
         params = plaid.PlaidParams.defaults(k)
-        live = self._sharded_mask(~np.asarray(self.arrays.deleted, bool))
+        live = self._live_device
         calls = plaid.warmup(self.shards, q, mask, live, params, k, use_ivf=True)
         if shape.subset:
             if self.num_live > SMALL_SUBSET:
                 calls += plaid.warmup(self.shards, q, mask, live, params, k, use_ivf=False)
-            rows = np.flatnonzero(~np.asarray(self.arrays.deleted, bool))
+            rows = np.flatnonzero(self._live)
             for n in SUBSET_BUCKETS:
                 block = jax.device_put(self._subset_block(rows[:n]), self._local_device)
                 jax.block_until_ready(
@@ -206,7 +206,7 @@ class ColBERTIndex(Index):
     def _warmup_queries(self, count: int, tokens: int) -> np.ndarray:
         """[count, tokens, D] queries made of stored document vectors, so warm-up probes what
         real queries probe."""
-        rows = np.flatnonzero(~np.asarray(self.arrays.deleted, bool))[:count]
+        rows = np.flatnonzero(self._live)[:count]
         vectors = [self.document_vectors(self.arrays.doc_ids[r]) for r in rows]
         return np.stack([np.resize(vectors[i % len(vectors)], (tokens, self.dim))
                          for i in range(count)])  # fmt: skip

@@ -81,7 +81,7 @@ class DenseIndex(Index):
     def search(self, queries, k: int = 10, *, subset_ids: Sequence[str] | None = None) -> Hits:
         """queries [B, H] (or one [H]) -> for each query its best k (doc_id, score)."""
         queries, k, allowed = self._check_request(queries, k, subset_ids)
-        allowed = self._sharded_mask(allowed)
+        allowed = self._allowed_on_devices(allowed, subset_ids)
         results = []
         for start, stop, size in batches(queries.shape[0]):
             q = shapes.pad_axis(queries[start:stop], size)
@@ -100,7 +100,7 @@ class DenseIndex(Index):
     def warmup(self, request_shapes: Iterable[SearchShape]) -> int:
         """Compile each (batch bucket, k) of the shapes; subsets reuse the same programs."""
         calls = 0
-        live = self._sharded_mask(~np.asarray(self.arrays.deleted, bool))
+        live = self._live_device
         for shape in request_shapes:
             k = min(shape.k, self.num_live)
             for size in batch_buckets(shape.batch):
