@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytrec_eval
 
-from lateint_jax.data.beir import load_beir
+from lateint_jax.data.beir import BeirDataset, load_beir
 from lateint_jax.errors import InputError
 from lateint_jax.index.base import Index
 from lateint_jax.index_model import encoder_for_index
@@ -79,11 +79,18 @@ def evaluate(
 ) -> dict[str, float]:
     """Search every judged query of a BEIR split (queries encoded by `encoder`, default: the
     model the index records) and return {"ndcg@10", "mrr@10", "recall@100"}."""
+    dataset = load_beir(beir_folder, split, with_corpus=False)
+    return evaluate_dataset(index, dataset, encoder=encoder, k=k, batch_size=batch_size)
+
+
+def evaluate_dataset(
+    index: Index, dataset: BeirDataset, *, encoder=None, k: int = 100, batch_size: int = 64
+) -> dict[str, float]:
+    """`evaluate` on a split already read (`data.beir.load_beir`)."""
     if k <= 0 or batch_size <= 0:
         raise InputError(f"k and batch_size must be positive, got {k} and {batch_size}")
-    dataset = load_beir(beir_folder, split, with_corpus=False)
     encoder = encoder if encoder is not None else encoder_for_index(index.metadata)
     query_ids = list(dataset.queries)
     texts = [dataset.queries[q] for q in query_ids]
-    results = search_texts(index, encoder, texts, min(k, index.num_live), batch_size)
+    results = search_texts(index, encoder, texts, k, batch_size)  # k above the index: all
     return evaluate_run(results_to_run(query_ids, results), dataset.qrels)

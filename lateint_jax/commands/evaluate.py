@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lateint_jax.data.beir import load_beir
 from lateint_jax.errors import InputError
-from lateint_jax.eval import METRIC_KEYS, evaluate
+from lateint_jax.eval import METRIC_KEYS, evaluate_dataset
 from lateint_jax.index.open import open_index
 from lateint_jax.index_model import encoder_for_index
 
@@ -62,8 +62,8 @@ def run(args) -> int:
             "is capped",
             file=sys.stderr,
         )
-    metrics = evaluate(
-        index, args.beir_folder, args.split, encoder=encoder, k=args.k, batch_size=args.batch_size
+    metrics = evaluate_dataset(
+        index, dataset, encoder=encoder, k=args.k, batch_size=args.batch_size
     )
     queries = len(dataset.queries)
     print(f"{args.index_dir} on {args.beir_folder} ({args.split}, {queries} queries)")

@@ -76,7 +76,6 @@ class SearchEngine:
         self.reranker = reranker
         self.default_depth = default_depth if reranker is not None else None
         self.k_buckets = tuple(sorted(k_buckets))
-        self.batch_buckets = powers_of_four_up_to(max_batch)
         self.max_batch = max_batch
         self.doc_ids = index.live_ids
         self._known = set(self.doc_ids)
