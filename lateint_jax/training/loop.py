@@ -176,9 +176,7 @@ def run(config: TrainConfig) -> dict:
                 )
             window_examples += config.batch_size
             done = step + 1
-            checkpointer.save(
-                done, state, {"batches_done": done, "examples_seen": done * config.batch_size}
-            )
+            checkpointer.save(done, state, _progress(done, config))
             if done % config.log_every == 0 or done == config.num_steps:
                 elapsed = time.perf_counter() - window_start
                 record = {"step": done, **{k: float(v) for k, v in metrics.items()}}
@@ -189,12 +187,7 @@ def run(config: TrainConfig) -> dict:
                 break
     done = step + 1
     if stop_request.requested and done < stop:
-        checkpointer.wait()
-        if checkpointer.latest_step() != done:
-            meta = {"batches_done": done, "examples_seen": done * config.batch_size}
-            checkpointer.save(done, state, meta, force=True)
-            checkpointer.wait()
-        checkpointer.close()
+        _close(checkpointer, state, config, last=done)
         checkpointer.remove_unfinished()
         raise TrainingInterrupted(
             f"stopped by Ctrl-C after step {done}, saved as {out / 'checkpoints' / str(done)} "
@@ -203,15 +196,7 @@ def run(config: TrainConfig) -> dict:
     # Rerunning a finished run (or one cut at num_steps=<a saved step>) re-exports its model.
     finished = stop == config.num_steps
     exported = []
-    if finished and checkpointer.latest_step() != stop:
-        checkpointer.save(
-            stop,
-            state,
-            {"batches_done": stop, "examples_seen": stop * config.batch_size},
-            force=True,
-        )
-    checkpointer.wait()
-    checkpointer.close()
+    _close(checkpointer, state, config, last=stop if finished else None)
     if finished and jax.process_index() == 0 and config.export_layouts:
         exported = task.export(jax.device_get(state.params), out)
         for path in exported:
@@ -224,5 +209,16 @@ def run(config: TrainConfig) -> dict:
     }
 
 
-def examples_seen(step: int, config: TrainConfig) -> int:
-    return step * config.batch_size
+def _progress(batches_done: int, config: TrainConfig) -> dict:
+    """A checkpoint's "meta": where the data stream stands."""
+    return {"batches_done": batches_done, "examples_seen": batches_done * config.batch_size}
+
+
+def _close(checkpointer, state, config: TrainConfig, last: int | None) -> None:
+    """Let saves in flight finish; with `last`, make that step the latest checkpoint (unless
+    it already is); then close the checkpoint manager."""
+    checkpointer.wait()
+    if last is not None and checkpointer.latest_step() != last:
+        checkpointer.save(last, state, _progress(last, config), force=True)
+        checkpointer.wait()
+    checkpointer.close()
