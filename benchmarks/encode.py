@@ -91,47 +91,49 @@ def worker_jax_colbert(texts, args):
     return docs, {"device": str(jax.devices()[0]), "version": f"jax {jax.__version__}"}, times
 
 
-def _torch_device(args):
+def _torch_run(load, encode, texts, args):
+    """Time a PyTorch library's encoder, loaded by load(device), through encode(model, texts)."""
     import torch
 
     torch.set_num_threads(args.threads)
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def worker_st_bi(texts, args):
-    import torch
-    from sentence_transformers import SentenceTransformer
-
-    device = _torch_device(args)
-    model = SentenceTransformer(args.model, device=device)
-    model.max_seq_length = args.max_length
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load(device)
     if args.bf16 and device == "cuda":
         model = model.half()
 
-    def encode(t):
+    def run(t):
         with torch.inference_mode():
-            return model.encode(t, batch_size=args.batch_size, convert_to_numpy=True)
+            return encode(model, t)
 
-    emb, times = timed(encode, texts)
-    info = {"device": device, "version": f"torch {torch.__version__}"}
+    out, times = timed(run, texts)
+    return out, {"device": device, "version": f"torch {torch.__version__}"}, times
+
+
+def worker_st_bi(texts, args):
+    from sentence_transformers import SentenceTransformer
+
+    def load(device):
+        model = SentenceTransformer(args.model, device=device)
+        model.max_seq_length = args.max_length
+        return model
+
+    def encode(model, t):
+        return model.encode(t, batch_size=args.batch_size, convert_to_numpy=True)
+
+    emb, info, times = _torch_run(load, encode, texts, args)
     return emb.astype(np.float32), info, times
 
 
 def worker_pylate_colbert(texts, args):
-    import torch
     from pylate import models
 
-    device = _torch_device(args)
-    model = models.ColBERT(model_name_or_path=args.model, device=device)
-    if args.bf16 and device == "cuda":
-        model = model.half()
+    def load(device):
+        return models.ColBERT(model_name_or_path=args.model, device=device)
 
-    def encode(t):
-        with torch.inference_mode():
-            return model.encode(t, batch_size=args.batch_size, is_query=False)
+    def encode(model, t):
+        return model.encode(t, batch_size=args.batch_size, is_query=False)
 
-    docs, times = timed(encode, texts)
-    info = {"device": device, "version": f"torch {torch.__version__}"}
+    docs, info, times = _torch_run(load, encode, texts, args)
     return [np.asarray(d, np.float32) for d in docs], info, times
 
 

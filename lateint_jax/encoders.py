@@ -191,11 +191,10 @@ class ColBERT:
         [MASK] padding is attended only when attend_to_mask_tokens; its vectors always count.
         """
         texts = check_texts(texts, "queries")
-        tok, L = self.tokenizer, self.config.query_maxlen
-        content = [ids for ids, _ in self._content(texts)]
-        rows = [[tok.cls_id, self.query_marker_id, *ids[: L - 3], tok.sep_id] for ids in content]
-        warn_truncated(sum(len(ids) + 3 > L for ids in content), len(rows), L, "queries")
-        out = pad_token_rows(rows, tok.mask_id, L)
+        L = self.config.query_maxlen
+        out = pad_token_rows(
+            self._framed(texts, self.query_marker_id, L, "queries"), self.tokenizer.mask_id, L
+        )
         if self.config.attend_to_mask_tokens:
             out["attention_mask"] = np.ones_like(out["attention_mask"])
         return out
@@ -206,15 +205,22 @@ class ColBERT:
         input_ids, attention_mask, token_mask int32 [B, T]; token_mask = attended and not skiplist.
         """
         texts = check_texts(texts, "documents")
-        tok, L = self.tokenizer, self.config.doc_maxlen
-        content = [ids for ids, _ in self._content(texts)]
-        rows = [[tok.cls_id, self.doc_marker_id, *ids[: L - 3], tok.sep_id] for ids in content]
-        warn_truncated(sum(len(ids) + 3 > L for ids in content), len(rows), L, "documents")
+        L = self.config.doc_maxlen
+        rows = self._framed(texts, self.doc_marker_id, L, "documents")
         if length is None:
             length = bucket_length(max((len(r) for r in rows), default=1), L)
-        out = pad_token_rows(rows, tok.pad_id, length)
+        out = pad_token_rows(rows, self.tokenizer.pad_id, length)
         out["token_mask"] = self._token_mask(out)
         return out
+
+    def _framed(self, texts: list[str], marker_id: int, length: int, what: str) -> list[list[int]]:
+        """[CLS] marker text [SEP] token ids of each text, truncated to `length` (one warning
+        counts the truncated texts)."""
+        tok = self.tokenizer
+        content = [ids for ids, _ in self._content(texts)]
+        rows = [[tok.cls_id, marker_id, *ids[: length - 3], tok.sep_id] for ids in content]
+        warn_truncated(sum(len(ids) + 3 > length for ids in content), len(rows), length, what)
+        return rows
 
     def _content(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
         """Each text's token ids and (start, end) characters, before framing, as the
