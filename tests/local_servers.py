@@ -1,10 +1,30 @@
 """Helpers for tests that start real processes listening on localhost."""
 
+import os
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def spawn_serve(args: list[str], devices: int, env: dict | None = None) -> subprocess.Popen:
+    """`python serve.py ARGS` from the repository, on `devices` fake CPU devices, its output
+    (stdout and stderr together) readable from `.stdout`."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        **(env or {}),
+    }
+    command = [sys.executable, str(REPO / "serve.py"), *map(str, args)]
+    return subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def free_port() -> int:

@@ -1,11 +1,8 @@
 """The server as a two-process JAX program on localhost (gloo collectives): the index sharded
 over both processes' devices, process 0 answering HTTP, results equal to one process's."""
 
-import os
 import signal
 import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -17,9 +14,8 @@ from lateint_jax.data.beir import load_corpus
 from lateint_jax.encoders import BiEncoder, ColBERT
 from lateint_jax.serving.demo import DEMO_CORPUS, build_corpus_index
 from lateint_jax.serving.encoding import CompiledColBERT
-from tests.local_servers import free_port, wait_until_healthy
+from tests.local_servers import free_port, spawn_serve, wait_until_healthy
 
-REPO = Path(__file__).resolve().parents[2]
 QUERIES = ["how do bees find flowers", "coral reefs", "binary search", "bread yeast"]
 
 
@@ -35,29 +31,14 @@ def serve_on_two_processes(index_dir, ask):
     """Run serve.py as a two-process program over index_dir, call ask(url) once it answers,
     shut it down; -> what ask returned. Checks that process 1 left cleanly."""
     http_port, coordinator = free_port(), f"127.0.0.1:{free_port()}"
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",  # 2 devices per process
-    }
     processes = []
     for process_id in (0, 1):
-        command = [
-            sys.executable, str(REPO / "serve.py"), "--index", str(index_dir),
-            "--corpus", str(DEMO_CORPUS), "--port", str(http_port), "--max-batch", "1", "--max-k", "10",
-            "--coordinator", coordinator, "--num-processes", "2",
-            "--process-id", str(process_id),
+        args = [
+            "--index", index_dir, "--corpus", DEMO_CORPUS, "--port", http_port,
+            "--max-batch", "1", "--max-k", "10", "--coordinator", coordinator,
+            "--num-processes", "2", "--process-id", process_id,
         ]  # fmt: skip
-        processes.append(
-            subprocess.Popen(
-                command,
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
+        processes.append(spawn_serve(args, devices=2))  # 2 devices per process
     url = f"http://127.0.0.1:{http_port}"
     try:
         wait_until_healthy(url, processes)

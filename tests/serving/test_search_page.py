@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.local_servers import free_port, wait_until_healthy
+from tests.local_servers import free_port, spawn_serve, wait_until_healthy
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -37,32 +37,10 @@ SLOW_WAIT_MS = 2500
 
 def start_server(cache: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {
-        **os.environ,
-        "LATEINT_CACHE": str(cache),
-        "PYTHONPATH": str(REPO),
-        # One CPU device, as a plain deployment has: fewer programs to compile at warm-up
-        # (sharding over many devices is tested in-process by test_serving_app.py).
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
-    }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "serve.py"),
-            "--port",
-            str(port),
-            "--max-batch",
-            "2",
-            "--max-k",
-            "10",
-            *extra,
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # One CPU device, as a plain deployment has: fewer programs to compile at warm-up
+    # (sharding over many devices is tested in-process by tests/serving/test_app.py).
+    args = ["--port", port, "--max-batch", "2", "--max-k", "10", *extra]
+    process = spawn_serve(args, devices=1, env={"LATEINT_CACHE": str(cache)})
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(url, [process])
