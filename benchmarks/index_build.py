@@ -3,7 +3,7 @@ breakdown and the alternatives we did not pick), load time, and reconstruction q
 
     python benchmarks/index_build.py [--nbits 2] [--docs N]
 
-Token vectors come from the default model, read from the cache that benchmarks/index_search.py
+Token vectors come from the default model, read from the cache that benchmarks/engines.py
 fills (`.bench-cache/scifact/`, encoded on first use). Writes benchmarks/results/index_build.json
 naming the machine.
 """
@@ -30,14 +30,12 @@ RESULTS = REPO / "benchmarks" / "results" / "index_build.json"
 
 
 def scifact_vectors():
-    """(docs [T_i, 128] list, doc ids) from index_search.py's cache (filled if missing)."""
-    spec = importlib.util.spec_from_file_location(
-        "index_search", REPO / "benchmarks" / "index_search.py"
-    )
-    index_search = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(index_search)
-    index_search.encode_scifact()
-    docs, _, meta = index_search.load_vectors()
+    """(docs [T_i, 128] list, doc ids) from engines.py's cache (filled if missing)."""
+    spec = importlib.util.spec_from_file_location("engines", REPO / "benchmarks" / "engines.py")
+    engines = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(engines)
+    engines.encode_scifact()
+    docs, _, meta = engines.load_vectors()
     return docs, meta["doc_ids"]
 
 

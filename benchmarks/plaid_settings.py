@@ -4,7 +4,7 @@ same compressed index, and over the raw vectors), nDCG@10 and latency per query 
 
     python benchmarks/plaid_settings.py [--queries 300] [--single 60]
 
-Reuses index_search.py's vector cache and its 2-bit index (building either when missing), so it
+Reuses engines.py's vector cache and its 2-bit index (building either when missing), so it
 answers "what do the defaults cost and what would other settings buy" without the references.
 Writes benchmarks/results/plaid_settings.json.
 """
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import index_search as bench
+import engines as bench
 
 RESULTS = bench.REPO / "benchmarks" / "results" / "plaid_settings.json"
 GRID = {
@@ -49,7 +49,7 @@ def main() -> int:
     if args.queries:
         queries = queries[: args.queries]
         meta["query_ids"] = meta["query_ids"][: args.queries]
-    raw = bench.run_exact(docs, queries)["runs"]
+    raw = bench.exact_runs(queries)  # exact MaxSim over the raw vectors (numpy, cached)
     index = open_index(docs, meta)
     position = {doc_id: n for n, doc_id in enumerate(meta["doc_ids"])}
 
