@@ -110,11 +110,18 @@ def decompress(
         raise InputError(
             f"codes must be [M] and packed [M, bytes], got {codes.shape}, {packed.shape}"
         )
-    table = residual_table(bucket_weights, nbits)  # [P, 256, per_byte]
+    table = residual_table(bucket_weights, nbits)
+    return decompress_with_table(jnp.asarray(centroids, jnp.float32), table, codes, packed)
+
+
+def decompress_with_table(
+    centroids: jax.Array, table: jax.Array, codes: jax.Array, packed: jax.Array
+) -> jax.Array:
+    """`decompress` with the residual table [P, 256, per_byte] already built."""
     positions, _, per_byte = table.shape
     flat_index = jnp.arange(positions, dtype=jnp.int32)[None, :] * 256 + packed.astype(jnp.int32)
     residuals = table.reshape(positions * 256, per_byte)[flat_index]  # [M, P, per_byte]
-    vectors = jnp.asarray(centroids, jnp.float32)[codes] + residuals.reshape(packed.shape[0], -1)
+    vectors = centroids[codes] + residuals.reshape(packed.shape[0], -1)
     return vectors / jnp.maximum(jnp.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
 
 

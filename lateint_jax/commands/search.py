@@ -31,8 +31,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the indexed corpus (BEIR folder, corpus.jsonl or text file): print each result's "
         "title and text too",
     )
-    parser.add_argument("--exact", action="store_true", help="brute-force MaxSim, not PLAID")
-    parser.add_argument("--ncells", type=int, default=None, help="PLAID: centroids per token")
+    parser.add_argument("--exact", action="store_true", help="brute-force MaxSim")
+    parser.add_argument(
+        "--nprobe", type=int, default=None, help="WARP (the default search): centroids per token"
+    )
+    parser.add_argument(
+        "--rerank", type=int, default=None, help="WARP: documents rescored exactly (0: none)"
+    )
+    parser.add_argument(
+        "--ncells", type=int, default=None, help="PLAID (instead of WARP): centroids per token"
+    )
     parser.add_argument("--ndocs", type=int, default=None, help="PLAID: docs kept by stage 3")
     parser.add_argument(
         "--centroid-score-threshold", type=float, default=None, help="PLAID: pruning threshold"
@@ -56,6 +64,8 @@ def run(args) -> int:
     knobs = {
         name: value
         for name, value in (
+            ("nprobe", args.nprobe),
+            ("rerank", args.rerank),
             ("ncells", args.ncells),
             ("ndocs", args.ndocs),
             ("centroid_score_threshold", args.centroid_score_threshold),
@@ -63,9 +73,9 @@ def run(args) -> int:
         if value is not None
     }
     if knobs and args.exact:
-        raise InputError("--exact takes no search options (--ncells, --ndocs, ...)")
+        raise InputError("--exact takes no search options (--nprobe, --ncells, ...)")
     if set(knobs) - set(index.search_knobs):
-        raise InputError(f"a {index.kind} index takes no search options (--ncells, --ndocs, ...)")
+        raise InputError(f"a {index.kind} index takes no search options (--nprobe, --ncells, ...)")
     encoder = encoder_for_index(index.metadata, args.model)
     queries = encoder.encode_queries(texts)
     if args.exact:

@@ -1,13 +1,17 @@
 """The late-interaction index: ColBERT token vectors, residual-compressed, in device memory
-split by document, searched with PLAID (or exactly).
+split by document, searched WARP-style (`index.warp`), with PLAID (`index.plaid`) on request or
+for large explicit subsets, or exactly.
 
     index = open_index("indexes/scifact")                        # a ColBERTIndex
     hits = index.search(colbert.encode_queries(["..."]), k=10)   # [[(doc_id, score), ...]]
 
 Queries go through in batches of at most MAX_BATCH, padded to power-of-two buckets (batch size,
-query length, candidate count), so repeated searches reuse compiled code. An explicit subset of
-at most SMALL_SUBSET documents is scored exactly (its documents decompressed, MaxSim), larger
-subsets go through PLAID's stages 3-5 with every listed document a candidate.
+query length, candidate count), so repeated searches reuse compiled code. Queries of different
+lengths go in one call as a list of [Q_i, D] arrays (or with `query_lengths`); padded tokens
+and padded batch rows probe nothing. An explicit subset of at most SMALL_SUBSET documents is
+scored exactly (its documents decompressed, MaxSim); larger subsets go through PLAID's stages
+3-5 with every listed document a candidate. The PLAID layout (documents padded to the longest)
+is only built when a search needs it.
 
 Shapes: B queries, Q query tokens, D dim, T document tokens, n subset documents.
 """
@@ -23,8 +27,16 @@ import numpy as np
 from lateint_jax import shapes, sharding
 from lateint_jax.codec.residual import decompress_jit
 from lateint_jax.errors import InputError
-from lateint_jax.index import exact, plaid
-from lateint_jax.index.base import Hits, Index, SearchShape, batch_buckets, batches, check_ids
+from lateint_jax.index import exact, plaid, warp
+from lateint_jax.index.base import (
+    Hits,
+    Index,
+    SearchShape,
+    batch_buckets,
+    batches,
+    check_ids,
+    check_queries,
+)
 from lateint_jax.index.layout import IndexArrays
 from lateint_jax.index.storage import load_index, save_index
 from lateint_jax.index.update import add_documents, delete_documents
@@ -39,7 +51,8 @@ class ColBERTIndex(Index):
 
     kind = "colbert"
     query_rank = 3
-    search_knobs = ("ncells", "centroid_score_threshold", "ndocs")
+    search_knobs = ("nprobe", "rerank", "ncells", "centroid_score_threshold", "ndocs")
+    plaid_knobs = ("ncells", "centroid_score_threshold", "ndocs")
 
     def __init__(self, arrays: IndexArrays, index_dir=None, devices=None):
         arrays.validate()
@@ -52,8 +65,11 @@ class ColBERTIndex(Index):
         return cls(load_index(index_dir, verify_checksums=verify_checksums), index_dir, devices)
 
     def _place(self) -> None:
-        self.shards = plaid.place(self.arrays, self.mesh)
+        self.warp = warp.place(self.arrays, self.mesh)
+        self._plaid = None
         self._exact_vectors = None
+        lengths = self.arrays.doc_lengths
+        self._doc_width = max(8, -(-int(lengths.max(initial=1)) // 8) * 8)
         here = jax.process_index()  # on a multi-host mesh, this process's first device
         self._local_device = next(d for d in self.mesh.devices.flat if d.process_index == here)
         self._codec = jax.device_put(
@@ -61,8 +77,15 @@ class ColBERTIndex(Index):
             self._local_device,
         )
 
+    @property
+    def shards(self) -> plaid.PlaidShards:
+        """The PLAID layout (documents padded to the longest), placed on first use."""
+        if self._plaid is None:
+            self._plaid = plaid.place(self.arrays, self.mesh)
+        return self._plaid
+
     def _sharded_mask(self, mask: np.ndarray) -> jax.Array:
-        total = self.shards.docs_per_shard * sharding.num_shards(self.mesh)
+        total = self.warp.docs_per_shard * sharding.num_shards(self.mesh)
         return sharding.shard_along(shapes.pad_axis(mask, total, value=False), self.mesh)
 
     def stats(self) -> dict:
@@ -71,28 +94,60 @@ class ColBERTIndex(Index):
             "nbits": self.arrays.nbits,
             "centroids": self.arrays.num_centroids,
             "token_vectors": self.arrays.num_embeddings,
-            "max_doc_tokens": self.shards.doc_tokens,
+            "max_doc_tokens": int(self.arrays.doc_lengths.max(initial=0)),
+            "device_bytes_per_token": self.warp.device_bytes() / max(self.arrays.num_embeddings, 1),
         }
 
     # ------------------------------------------------------------------ search
-    def _padded(self, queries: np.ndarray):
-        """Each batch of queries [B, Q, D] padded to its buckets -> (start, stop, q, mask)."""
+    def _padded(self, queries: np.ndarray, lengths: np.ndarray):
+        """Each batch of queries [B, Q, D] (query i's first lengths[i] tokens are real) padded
+        to its buckets -> (start, stop, q, mask)."""
         count, tokens, dim = queries.shape
         padded_tokens = shapes.power_of_two(tokens, QUERY_TOKEN_MULTIPLE)
         for start, stop, size in batches(count):
             q = np.zeros((size, padded_tokens, dim), np.float32)
             q[: stop - start, :tokens] = queries[start:stop]
             mask = np.zeros((size, padded_tokens), bool)
-            mask[: stop - start, :tokens] = True
+            mask[: stop - start] = np.arange(padded_tokens) < lengths[start:stop, None]
             yield start, stop, q, mask
 
-    def _run(self, queries: np.ndarray, score_batch) -> Hits:
+    def _run(self, queries: np.ndarray, lengths: np.ndarray, score_batch) -> Hits:
         """score_batch(q, mask) -> (scores [B', k], rows [B', k]) over each padded batch."""
         results = []
-        for start, stop, q, mask in self._padded(queries):
+        for start, stop, q, mask in self._padded(queries, lengths):
             scores, ids = jax.device_get(score_batch(q, mask))
             results.extend(self._hits(scores[: stop - start], ids[: stop - start]))
         return results
+
+    def _queries(self, queries, query_lengths) -> tuple:
+        """Queries as [B, Q, D] float32 plus each one's real token count [B]: a list of
+        [Q_i, D] arrays of different lengths is packed, or `query_lengths` says how many
+        leading tokens of each row are real (the rest are padding and count for nothing)."""
+        ragged = isinstance(queries, list | tuple) and len(queries) > 0
+        if ragged and all(np.ndim(q) == 2 for q in queries):
+            if query_lengths is not None:
+                raise InputError("pass a list of [Q_i, D] queries or query_lengths, not both")
+            query_lengths = [np.shape(q)[0] for q in queries]
+            width = max(query_lengths)
+            queries = np.stack([
+                np.pad(np.asarray(q, np.float32), ((0, width - np.shape(q)[0]), (0, 0)))
+                for q in queries
+            ])  # fmt: skip
+        array = check_queries(queries, self.dim, rank=self.query_rank)
+        if query_lengths is None:
+            return array, np.full(array.shape[0], array.shape[1], np.int64)
+        lengths = np.asarray(query_lengths)
+        if lengths.shape != (array.shape[0],) or not np.issubdtype(lengths.dtype, np.integer):
+            raise InputError(
+                f"query_lengths must be {array.shape[0]} integers, one per query, got "
+                f"{lengths.shape} {lengths.dtype}"
+            )
+        if lengths.min() < 1 or lengths.max() > array.shape[1]:
+            raise InputError(
+                f"query_lengths must be between 1 and the {array.shape[1]} tokens given, got "
+                f"{lengths.min()}..{lengths.max()}"
+            )
+        return array, lengths.astype(np.int64)
 
     def search(
         self,
@@ -100,23 +155,43 @@ class ColBERTIndex(Index):
         k: int = 10,
         *,
         subset_ids: Sequence[str] | None = None,
+        query_lengths: Sequence[int] | None = None,
+        nprobe: int | None = None,
+        rerank: int | None = None,
         ncells: int | None = None,
         centroid_score_threshold: float | None = None,
         ndocs: int | None = None,
     ) -> Hits:
-        """PLAID search: queries [B, Q, D] (or one query [Q, D]) -> for each query its best k
-        (doc_id, score), best first. Knobs left None take `PlaidParams.defaults(k)`
-        (`PlaidParams.colbert_ai(k)` gives colbert-ai's). With subset_ids, every listed live
-        document is a candidate (colbert-ai's `pids`); up to SMALL_SUBSET of them are scored
-        exactly."""
-        queries, k, allowed = self._check_request(queries, k, subset_ids)
-        params = plaid.PlaidParams.defaults(k, ncells, centroid_score_threshold, ndocs)
+        """Search: queries [B, Q, D] (one query [Q, D], or a list of [Q_i, D] of different
+        lengths) -> for each query its best k (doc_id, score), best first.
+
+        WARP-style by default (`index.warp`): `nprobe` centroids per query token, the best
+        `rerank` documents rescored exactly (None: `WarpParams.defaults(k)`). Passing any
+        PLAID knob (`ncells`, `centroid_score_threshold`, `ndocs`) runs PLAID instead, the
+        others taking `PlaidParams.defaults(k)` (`PlaidParams.colbert_ai(k)` gives
+        colbert-ai's). With subset_ids, every listed live document is a candidate
+        (colbert-ai's `pids`): up to SMALL_SUBSET of them are scored exactly, more go through
+        PLAID's stages 3-5."""
+        queries, lengths = self._queries(queries, query_lengths)
+        _, k, allowed = self._check_request(queries, k, subset_ids)
+        plaid_knobs = (ncells, centroid_score_threshold, ndocs)
+        use_plaid = subset_ids is not None or any(v is not None for v in plaid_knobs)
+        if use_plaid and (nprobe is not None or rerank is not None):
+            raise InputError("nprobe/rerank (WARP) and ncells/ndocs/... (PLAID) do not mix")
+        if subset_ids is not None and allowed.sum() <= SMALL_SUBSET:
+            return self._score_rows(queries, lengths, k, np.flatnonzero(allowed))
+        mask_device = self._allowed_on_devices(allowed, subset_ids)
+        if not use_plaid:
+            params = warp.WarpParams.defaults(k, nprobe, rerank)
+            return self._run(
+                queries,
+                lengths,
+                lambda q, mask: warp.search(self.warp, q, mask, mask_device, params, k),
+            )
+        params = plaid.PlaidParams.defaults(k, *plaid_knobs)
         if params.ncells < 1 or params.ndocs < 1:
             raise InputError(f"ncells and ndocs must be positive, got {params}")
-        if subset_ids is not None and allowed.sum() <= SMALL_SUBSET:
-            return self._score_rows(queries, k, np.flatnonzero(allowed))
         use_ivf = subset_ids is None
-        mask_device = self._allowed_on_devices(allowed, subset_ids)
 
         def score_batch(q, mask):
             scores, bitmap, most = plaid.candidates(
@@ -124,17 +199,23 @@ class ColBERTIndex(Index):
             )
             return plaid.rank(self.shards, q, mask, scores, bitmap, most, params, k)
 
-        return self._run(queries, score_batch)
+        return self._run(queries, lengths, score_batch)
 
     def exact_search(
-        self, queries, k: int = 10, *, subset_ids: Sequence[str] | None = None
+        self,
+        queries,
+        k: int = 10,
+        *,
+        subset_ids: Sequence[str] | None = None,
+        query_lengths: Sequence[int] | None = None,
     ) -> Hits:
         """Brute-force MaxSim against every allowed (decompressed) document; same output as
         search. Without a small subset the decompressed corpus is kept after the first call
         ([N, T, D] float32)."""
-        queries, k, allowed = self._check_request(queries, k, subset_ids)
+        queries, lengths = self._queries(queries, query_lengths)
+        _, k, allowed = self._check_request(queries, k, subset_ids)
         if subset_ids is not None and allowed.sum() <= SMALL_SUBSET:
-            return self._score_rows(queries, k, np.flatnonzero(allowed))
+            return self._score_rows(queries, lengths, k, np.flatnonzero(allowed))
         if self._exact_vectors is None:
             self._exact_vectors = exact.decompress_docs(self.shards)
         mask_device = self._allowed_on_devices(allowed, subset_ids)
@@ -142,13 +223,13 @@ class ColBERTIndex(Index):
         def score_batch(q, mask):
             return exact.exact_search(self.shards, self._exact_vectors, q, mask, mask_device, k)
 
-        return self._run(queries, score_batch)
+        return self._run(queries, lengths, score_batch)
 
     def _subset_block(self, rows: np.ndarray):
         """Rows [n] -> codes [n', T], residuals [n', T, R], lengths [n'] with n' the subset
         bucket (padding documents have length 0)."""
         n = shapes.bucket_for(len(rows), SUBSET_BUCKETS)
-        width = self.shards.doc_tokens
+        width = self._doc_width
         lengths = np.zeros(n, np.int32)
         lengths[: len(rows)] = self.arrays.doc_lengths[rows]
         starts = np.zeros(n, np.int64)
@@ -160,11 +241,11 @@ class ColBERTIndex(Index):
         residuals = np.asarray(self.arrays.residuals)[token_rows] * real[..., None]
         return codes, residuals, lengths
 
-    def _score_rows(self, queries: np.ndarray, k: int, rows: np.ndarray) -> Hits:
+    def _score_rows(self, queries: np.ndarray, lengths, k: int, rows: np.ndarray) -> Hits:
         """Exact MaxSim of queries against the documents at `rows` (a small subset)."""
         block = jax.device_put(self._subset_block(rows), self._local_device)
         results = []
-        for start, stop, q, mask in self._padded(queries):
+        for start, stop, q, mask in self._padded(queries, lengths):
             scores = np.asarray(
                 exact.score_documents(q, mask, *self._codec, *block, nbits=self.arrays.nbits)
             )[: stop - start, : len(rows)]
@@ -174,25 +255,27 @@ class ColBERTIndex(Index):
 
     # ------------------------------------------------------------------ warm-up
     def warmup(self, request_shapes: Iterable[SearchShape]) -> int:
-        """Compile, for each shape, every (batch bucket, query-token bucket) program: PLAID's
-        candidate escalation and candidate widths at the knobs for k, and the exact scoring
-        of small subsets at each subset bucket."""
+        """Compile, for each shape, every (batch bucket, query-token bucket) program: WARP's
+        probe and every stage-2 size at the default knobs for k; with `subset`, PLAID's
+        stages 3-5 at every candidate width and the exact scoring of small subsets at each
+        subset bucket."""
         calls = 0
         for shape in request_shapes:
             tokens = max(1, shape.query_tokens)
             for size in batch_buckets(shape.batch):
                 queries = self._warmup_queries(size, tokens)
-                for _, _, q, mask in self._padded(queries):
+                lengths = np.full(size, tokens)
+                for _, _, q, mask in self._padded(queries, lengths):
                     calls += self._warm_batch(q, mask, shape)
         return calls
 
     def _warm_batch(self, q: np.ndarray, mask: np.ndarray, shape: SearchShape) -> int:
         k = min(shape.k, self.num_live)
-        params = plaid.PlaidParams.defaults(k)
         live = self._live_device
-        calls = plaid.warmup(self.shards, q, mask, live, params, k, use_ivf=True)
+        calls = warp.warmup(self.warp, q, mask, live, warp.WarpParams.defaults(k), k)
         if shape.subset:
             if self.num_live > SMALL_SUBSET:
+                params = plaid.PlaidParams.defaults(k)
                 calls += plaid.warmup(self.shards, q, mask, live, params, k, use_ivf=False)
             rows = np.flatnonzero(self._live)
             for n in SUBSET_BUCKETS:
@@ -219,7 +302,7 @@ class ColBERTIndex(Index):
             raise InputError(f"document id {doc_id!r} is not in the index")
         n = rows[doc_id]
         start, stop = self.arrays.doc_offsets[n], self.arrays.doc_offsets[n + 1]
-        width = self.shards.doc_tokens  # one padded length, so any document reuses one compile
+        width = self._doc_width  # one padded length, so any document reuses one compile
         codes = shapes.pad_axis(self.arrays.codes[start:stop], width)
         packed = shapes.pad_axis(np.asarray(self.arrays.residuals[start:stop]), width)
         vectors = decompress_jit(*self._codec, codes, packed, self.arrays.nbits)

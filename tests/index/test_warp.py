@@ -1,0 +1,147 @@
+"""WARP-style search (the default) against independent references on seeded synthetic token
+vectors: stage-2 scores against MaxSim over the un-normalised decompressed vectors computed
+in numpy, the reranked result against exact search, queries of different lengths in one
+call, one device against eight, and bad knobs."""
+
+import jax
+import numpy as np
+import pytest
+
+from lateint_jax.codec.bitpack import byte_table
+from lateint_jax.errors import InputError
+from lateint_jax.index import warp
+from lateint_jax.index.build import build_index
+from lateint_jax.index.colbert_index import ColBERTIndex
+from tests.synthetic import clustered_docs, queries_like
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    docs = clustered_docs(300, seed=3)
+    arrays = build_index(docs, [f"doc-{i}" for i in range(len(docs))], progress=False)
+    return docs, arrays
+
+
+@pytest.fixture(scope="module")
+def index(corpus):
+    return ColBERTIndex(corpus[1], devices=jax.devices()[:1])
+
+
+def ids_of(hits):
+    return [[doc_id for doc_id, _ in row] for row in hits]
+
+
+def scores_of(hits):
+    return [[score for _, score in row] for row in hits]
+
+
+def unnormalised_vectors(arrays) -> np.ndarray:
+    """Every stored token as centroid + residual bucket values, in numpy, straight from the
+    bit layout (codec.bitpack's byte table) and the bucket weights: [M, D]."""
+    buckets = byte_table(arrays.nbits)[np.asarray(arrays.residuals)].reshape(len(arrays.codes), -1)
+    dims = np.arange(arrays.dim)
+    return arrays.centroids[arrays.codes] + arrays.bucket_weights[dims, buckets[:, dims]]
+
+
+def test_stage_two_scores_are_maxsim_over_undecompressed_tokens(corpus, index, rng, seed):
+    """With every centroid probed, stage 2 sees every token, and its lookup-table scores must
+    equal MaxSim over centroid + residual (WARP does not renormalise)."""
+    arrays = corpus[1]
+    queries = queries_like(corpus[0], 4, seed=seed)
+    vectors = unnormalised_vectors(arrays)
+    offsets = arrays.doc_offsets
+    expected = np.stack([
+        np.maximum.reduceat(vectors @ q.T, offsets[:-1], axis=0).sum(1) for q in queries
+    ])  # fmt: skip
+    hits = index.search(queries, k=20, nprobe=arrays.num_centroids, rerank=0)
+    for row, hit in zip(expected, hits):
+        best = np.argsort(-row, kind="stable")[:20]
+        assert [f"doc-{i}" for i in best] == [d for d, _ in hit]
+        np.testing.assert_allclose([s for _, s in hit], row[best], rtol=1e-5, atol=1e-5)
+
+
+def test_reranked_search_equals_exact_search_when_everything_is_probed(corpus, index, seed):
+    queries = queries_like(corpus[0], 12, seed=seed)
+    exact = index.exact_search(queries, k=10)
+    everything = index.search(queries, k=10, nprobe=corpus[1].num_centroids, rerank=300)
+    assert ids_of(everything) == ids_of(exact)
+    np.testing.assert_allclose(scores_of(everything), scores_of(exact), rtol=1e-5)
+
+
+def test_defaults_find_what_exact_search_finds(corpus, index, seed):
+    queries = queries_like(corpus[0], 24, seed=seed)
+    exact = ids_of(index.exact_search(queries, k=10))
+    found = ids_of(index.search(queries, k=10))
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, exact)]) >= 0.95
+
+
+def test_queries_of_different_lengths_in_one_call(corpus, index, rng, seed):
+    lengths = rng.integers(1, 12, 5)
+    queries = [queries_like(corpus[0], 1, length=int(n), seed=seed + i)[0]
+               for i, n in enumerate(lengths)]  # fmt: skip
+    for knobs in ({}, {"rerank": 0}):  # rerank=0: the stage-2 scores are the answer
+        alone = [index.search(q, k=5, **knobs)[0] for q in queries]
+        together = index.search(queries, k=5, **knobs)
+        assert ids_of(together) == ids_of(alone), f"lengths {lengths}, {knobs}"
+        np.testing.assert_allclose(scores_of(together), scores_of(alone), rtol=1e-5)
+    # the same with query_lengths: the padding rows hold garbage that must count for nothing
+    padded = rng.standard_normal((5, 12, corpus[1].dim)).astype(np.float32)
+    for row, q in zip(padded, queries):
+        row[: len(q)] = q
+    trimmed = index.search(padded, k=5, query_lengths=lengths, rerank=0)
+    assert ids_of(trimmed) == ids_of(alone)
+    np.testing.assert_allclose(scores_of(trimmed), scores_of(alone), rtol=1e-5)
+
+
+def test_one_device_and_eight_rank_the_same(corpus, index, seed):
+    if len(jax.devices()) < 8:
+        pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=8")
+    queries = queries_like(corpus[0], 6, seed=seed)
+    eight = ColBERTIndex(corpus[1], devices=jax.devices()[:8])
+    for knobs in ({}, {"rerank": 0}, {"nprobe": 2, "rerank": 20}):
+        one, many = index.search(queries, k=10, **knobs), eight.search(queries, k=10, **knobs)
+        assert ids_of(one) == ids_of(many), knobs
+        np.testing.assert_allclose(scores_of(one), scores_of(many), rtol=1e-5)
+
+
+def test_layout_holds_each_token_once_in_centroid_order(corpus, index):
+    arrays, shards = corpus[1], index.warp
+    offsets = np.asarray(shards.cell_offsets)[0]
+    assert offsets[-1] == arrays.num_embeddings
+    # document d's tokens, found through doc_positions, are its stored tokens
+    positions = np.asarray(shards.doc_positions)[0]
+    docs = np.asarray(shards.token_docs)[0]
+    for d in (0, 17, 299):
+        start, stop = arrays.doc_offsets[d], arrays.doc_offsets[d + 1]
+        mine = positions[start:stop]
+        assert (docs[mine] == d).all()
+        codes = np.searchsorted(offsets, mine, side="right") - 1
+        assert sorted(codes) == sorted(arrays.codes[start:stop])
+
+
+def test_bad_knobs_are_refused(corpus, index):
+    query = queries_like(corpus[0], 1)[0]
+    with pytest.raises(InputError, match="nprobe"):
+        index.search(query, k=5, nprobe=0)
+    with pytest.raises(InputError, match="do not mix"):
+        index.search(query, k=5, nprobe=4, ncells=2)
+    with pytest.raises(InputError, match="query_lengths"):
+        index.search(query[None], k=5, query_lengths=[99])
+    with pytest.raises(InputError, match="query_lengths"):
+        index.search(np.stack([query, query]), k=5, query_lengths=[3])
+
+
+def test_padding_rows_and_tokens_probe_nothing(corpus, index):
+    """A padded token probes no list: the probed-token total of a query counts real tokens."""
+    query = queries_like(corpus[0], 1, length=8)
+    mask = np.zeros((1, 8), bool)
+    mask[0, :3] = True
+    shards = index.warp
+    _, totals = warp._probe(query, mask, shards.centroids, shards.cell_offsets,
+                            statics=shards.statics, nprobe=2)  # fmt: skip
+    _, alone = warp._probe(query[:, :3], mask[:, :3], shards.centroids, shards.cell_offsets,
+                           statics=shards.statics, nprobe=2)  # fmt: skip
+    assert int(totals[0]) == int(alone[0]) > 0
+    _, none = warp._probe(query, np.zeros_like(mask), shards.centroids, shards.cell_offsets,
+                          statics=shards.statics, nprobe=2)  # fmt: skip
+    assert int(none[0]) == 0
