@@ -53,7 +53,7 @@ MIN_HELDOUT = 512  # below this the bucket quantiles come from the k-means sampl
 COMPRESS_GROUP_ROWS = 1 << 16
 KMEANS_NITERS = 4  # colbert-ai's default kmeans_niters
 DEFAULT_MEMORY_BUDGET = 1 << 30
-MIN_MEMORY_BUDGET = 16 << 20
+MIN_MEMORY_BUDGET = 1 << 20
 
 
 def check_doc_ids(doc_ids: Sequence[str], count: int, existing: Sequence[str] = ()) -> list[str]:
@@ -163,10 +163,28 @@ def codec_for(corpus: Corpus, num_centroids, nbits, seed, niters, sample_bytes, 
     return codec
 
 
-def compress_chunks(corpus: Corpus, centroids, cutoffs, nbits, progress) -> None:
+def slice_rows_for(budget: int, dim: int) -> int:
+    """Rows compressed at once: a power of two whose float32 vectors take at most budget / 16
+    (compress's temporaries are a few times that), at least 256."""
+    rows = max(budget // (16 * 4 * dim), 256)
+    return 1 << (rows.bit_length() - 1)
+
+
+def compress_in_slices(vectors: np.ndarray, codec, rows: int):
+    """compress() over `rows` rows at a time: vectors [M_k, D] -> (codes [M_k], residuals)."""
+    centroids, cutoffs, nbits = codec
+    parts = [
+        compress(vectors[s : s + rows], centroids, cutoffs, nbits)
+        for s in range(0, len(vectors), rows)
+    ]
+    return np.concatenate([c for c, _ in parts]), np.concatenate([r for _, r in parts])
+
+
+def compress_chunks(corpus: Corpus, centroids, cutoffs, nbits, budget, progress) -> None:
     """Pass 2: compress each chunk not yet compressed, sort each document's tokens by code, and
     write the result to the build state."""
     state = corpus.state
+    codec, slice_rows = (centroids, cutoffs, nbits), slice_rows_for(budget, corpus.dim)
     total = int(corpus.lengths.sum())
     done = [k for k in range(corpus.num_chunks) if state.chunks[k]["compressed"]]
     initial = sum(corpus.chunk_tokens(k) for k in done)
@@ -174,7 +192,7 @@ def compress_chunks(corpus: Corpus, centroids, cutoffs, nbits, progress) -> None
     for chunk in range(corpus.num_chunks):
         if state.chunks[chunk]["compressed"]:
             continue
-        codes, residuals = compress(corpus.read_chunk(chunk), centroids, cutoffs, nbits)
+        codes, residuals = compress_in_slices(corpus.read_chunk(chunk), codec, slice_rows)
         order = sort_tokens_by_code(codes, _chunk_offsets(corpus, chunk))
         state.write_compressed(chunk, codes[order], residuals[order])
         bar.update(codes.shape[0])
@@ -240,7 +258,7 @@ def check_memory_budget(memory_budget_bytes) -> int:
         )
     if memory_budget_bytes < MIN_MEMORY_BUDGET:
         raise InputError(
-            f"memory_budget_bytes must be at least {MIN_MEMORY_BUDGET} (16 MiB), got "
+            f"memory_budget_bytes must be at least {MIN_MEMORY_BUDGET} (1 MiB), got "
             f"{memory_budget_bytes}"
         )
     return int(memory_budget_bytes)
@@ -299,7 +317,7 @@ def build_index(
         centroids, cutoffs, weights = codec_for(
             corpus, num_centroids, nbits, seed, kmeans_niters, budget // 4, progress
         )
-        compress_chunks(corpus, centroids, cutoffs, nbits, progress)
+        compress_chunks(corpus, centroids, cutoffs, nbits, budget, progress)
         centroids, codes, residuals, doc_offsets = assemble(corpus, centroids, nbits)
     finally:
         if state.temporary:
