@@ -43,6 +43,16 @@ def state_dir_for(index_dir) -> Path:
     return index_dir.with_name(index_dir.name + ".build")
 
 
+def finished_documents(index_dir) -> int:
+    """How many leading documents a resumed build into index_dir counts off its input without
+    reading their vectors (those of the chunks its manifest records); 0 when there is no state."""
+    try:
+        manifest = _read_manifest(state_dir_for(index_dir))
+    except InputError:
+        return 0  # build_index reports it
+    return sum(record["docs"] for record in (manifest or {}).get("chunks", []))
+
+
 def ids_digest(ids: list[str]) -> str:
     """sha256 of a chunk's ids, to check that a resumed input is the same documents."""
     digest = hashlib.sha256()

@@ -160,7 +160,7 @@ def ingest(
     is_sequence = isinstance(documents, Sequence)
     if is_sequence and isinstance(doc_ids, Sequence) and len(doc_ids) != len(documents):
         raise InputError(f"got {len(documents)} documents but {len(doc_ids)} ids")
-    total = len(documents) if is_sequence else None
+    total = len(documents) if hasattr(documents, "__len__") else None
     bar = tqdm(total=total, desc="read", unit="doc", disable=not progress)
     pairs, check_id = _pairs(documents, doc_ids), _IdChecker()
     all_ids, dim, chunk = [], state.manifest["dim"], 0
