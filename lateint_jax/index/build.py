@@ -193,23 +193,14 @@ def compress_chunks(corpus: Corpus, centroids, cutoffs, nbits, budget, progress)
         if state.chunks[chunk]["compressed"]:
             continue
         codes, residuals = compress_in_slices(corpus.read_chunk(chunk), codec, slice_rows)
-        order = sort_tokens_by_code(codes, _chunk_offsets(corpus, chunk))
+        order = sort_tokens_by_code(codes, corpus.token_offsets(chunk))
         state.write_compressed(chunk, codes[order], residuals[order])
         bar.update(codes.shape[0])
     bar.close()
 
 
-def _chunk_offsets(corpus: Corpus, chunk: int) -> np.ndarray:
-    """Token offsets [N_k + 1] of chunk `chunk`'s documents inside the chunk."""
-    lo, hi = corpus.chunk_starts[chunk], corpus.chunk_starts[chunk + 1]
-    return np.concatenate([[0], np.cumsum(corpus.lengths[lo:hi])]).astype(np.int64)
-
-
 def assemble(corpus: Corpus, centroids, nbits):
-    """The compressed chunks end to end, centroids renumbered from most to least used (ties by
-    old id) and each document's tokens re-sorted, one chunk at a time, in place. Frequent
-    centroids then have small, close ids, so the sorted ids of a document have smaller gaps and
-    code shorter (codec.codes_io).
+    """The compressed chunks end to end, relabelled (relabel_by_frequency).
     -> (centroids [C, D], codes [M] int32, residuals [M, W] uint8, doc_offsets [N + 1] int64)"""
     doc_offsets = np.zeros(len(corpus.lengths) + 1, np.int64)
     np.cumsum(corpus.lengths, out=doc_offsets[1:])
@@ -220,6 +211,15 @@ def assemble(corpus: Corpus, centroids, nbits):
     for chunk in range(corpus.num_chunks):
         lo, hi = token_starts[chunk], token_starts[chunk + 1]
         codes[lo:hi], residuals[lo:hi] = corpus.state.read_compressed(chunk)
+    centroids = relabel_by_frequency(centroids, codes, residuals, corpus, token_starts)
+    return centroids, codes, residuals, doc_offsets
+
+
+def relabel_by_frequency(centroids, codes, residuals, corpus: Corpus, token_starts) -> np.ndarray:
+    """Renumber centroids from most to least used (ties by old id) and re-sort each document's
+    tokens, in place, one chunk at a time; -> the reordered centroids. Frequent centroids then
+    have small, close ids, so the sorted ids of a document have smaller gaps and code shorter
+    (codec.codes_io)."""
     counts = np.bincount(codes, minlength=centroids.shape[0])
     order = np.argsort(-counts, kind="stable")
     new_id = np.empty_like(order)
@@ -227,9 +227,9 @@ def assemble(corpus: Corpus, centroids, nbits):
     for chunk in range(corpus.num_chunks):
         lo, hi = token_starts[chunk], token_starts[chunk + 1]
         chunk_codes = new_id[codes[lo:hi]].astype(np.int32)
-        rows = sort_tokens_by_code(chunk_codes, _chunk_offsets(corpus, chunk))
+        rows = sort_tokens_by_code(chunk_codes, corpus.token_offsets(chunk))
         codes[lo:hi], residuals[lo:hi] = chunk_codes[rows], residuals[lo:hi][rows]
-    return centroids[order], codes, residuals, doc_offsets
+    return centroids[order]
 
 
 def _model_metadata(

@@ -46,6 +46,11 @@ class Corpus:
         lo, hi = self.chunk_starts[chunk], self.chunk_starts[chunk + 1]
         return int(self.lengths[lo:hi].sum())
 
+    def token_offsets(self, chunk: int) -> np.ndarray:
+        """Where chunk `chunk`'s documents start inside the chunk: [N_k + 1] int64."""
+        lo, hi = self.chunk_starts[chunk], self.chunk_starts[chunk + 1]
+        return np.concatenate([[0], np.cumsum(self.lengths[lo:hi])]).astype(np.int64)
+
     def read_chunk(self, chunk: int) -> np.ndarray:
         """Chunk `chunk`'s token vectors, documents end to end: [M_k, D] float32."""
         if self.documents is None:
@@ -62,13 +67,9 @@ class Corpus:
         chunk_of = np.searchsorted(self.chunk_starts, indices, "right") - 1
         for chunk in np.unique(chunk_of):
             spill = self.state.read_spill(int(chunk))
-            lo = self.chunk_starts[chunk]
-            offsets = np.concatenate(
-                [[0], np.cumsum(self.lengths[lo : self.chunk_starts[chunk + 1]])]
-            )
+            lo, offsets = self.chunk_starts[chunk], self.token_offsets(int(chunk))
             for i in indices[chunk_of == chunk]:
                 out.append(np.array(spill[offsets[i - lo] : offsets[i - lo + 1]], np.float32))
-            del spill
         return out
 
 
@@ -117,8 +118,7 @@ def _pairs(documents: Iterable, doc_ids: Iterable) -> Iterator[tuple]:
 
 
 def _take(pairs: Iterator, count: int) -> list[tuple]:
-    taken = [pair for _, pair in zip(range(count), pairs)]
-    return taken
+    return [pair for _, pair in zip(range(count), pairs)]
 
 
 def _replay_chunk(state: BuildState, chunk: int, pairs: Iterator, check_id) -> list[str]:
