@@ -236,8 +236,8 @@ def test_resume_after_sigkill_equals_uninterrupted(
 
 
 def test_full_disk_keeps_the_previous_index(corpus, from_list, tmp_path, monkeypatch, seed):
-    """ENOSPC simulated in the index writer (no unprivileged tmpfs here): a clear error, the old
-    index untouched, the build state kept, and resume=True then finishes the build."""
+    """ENOSPC simulated in the index writer (test_full_disk_on_a_real_tmpfs fills a real one): a
+    clear error, the old index untouched, the build state kept, and resume=True then finishes."""
     docs, ids = corpus
     target = tmp_path / "index"
     previous = build_index(docs[:50], ids[:50], None, num_centroids=16, progress=False)
@@ -257,6 +257,46 @@ def test_full_disk_keeps_the_previous_index(corpus, from_list, tmp_path, monkeyp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index", "index.build"]
     resumed = build_index(docs, ids, target, overwrite=True, resume=True, **SETTINGS)
     assert_same_index(from_list, resumed, f" seed={seed}")
+
+
+FULL_TMPFS = """
+import subprocess, sys
+from pathlib import Path
+import numpy as np
+from lateint_jax.errors import DiskFullError
+from lateint_jax.index.build import build_index
+from lateint_jax.index.storage import load_index
+from tests.synthetic import clustered_docs
+
+disk, seed = Path(sys.argv[1]), int(sys.argv[2])
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=448k", "none", str(disk)], check=True)
+docs = clustered_docs(700, dim=64, topics=48, seed=seed)
+ids = [f"doc-{i}" for i in range(700)]
+previous = build_index(docs[:40], ids[:40], disk / "index", num_centroids=16, progress=False)
+try:  # the build state (about 250 KB) fits, the new index beside the old one does not
+    build_index(docs, ids, disk / "index", overwrite=True, num_centroids=64, progress=False)
+except DiskFullError as err:
+    print(err)
+kept = load_index(disk / "index")
+assert kept.doc_ids == ids[:40] and np.array_equal(kept.residuals, previous.residuals)
+print(sorted(p.name for p in disk.iterdir()))
+"""
+
+
+def test_full_disk_on_a_real_tmpfs(tmp_path, seed):
+    """A 448 KiB tmpfs in a user and mount namespace (skipped where unshare is refused)."""
+    probe = subprocess.run(["unshare", "-r", "-m", "true"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"no unprivileged mount namespace: {probe.stderr.decode()[:200]}")
+    (tmp_path / "disk").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+    command = ["unshare", "-r", "-m", sys.executable, "-c", FULL_TMPFS, str(tmp_path / "disk")]
+    run = subprocess.run(
+        [*command, str(seed)], cwd=REPO, env=env, capture_output=True, text=True, check=False
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "no space left on the device while saving the index" in run.stdout, run.stdout
+    assert "nothing there was changed" in run.stdout and "['index', 'index.build']" in run.stdout
 
 
 def test_full_disk_while_writing_state(tmp_path):
