@@ -11,6 +11,7 @@ the chunks already done and does not encode their passages again.
 from __future__ import annotations
 
 import argparse
+import itertools
 import re
 import sys
 
@@ -69,12 +70,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--memory-budget",
         default="1GiB",
-        help="token vectors held in memory at once while building (2GB, 512MiB, bytes)",
+        help="ColBERT: token vectors held in memory at once while building (2GB, 512MiB, bytes)",
     )
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue an interrupted build of INDEX_DIR (same corpus and settings)",
+        help="ColBERT: continue an interrupted build of INDEX_DIR (same corpus and settings)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -114,7 +115,7 @@ class EncodedPassages:
         return len(self.texts)
 
     def __iter__(self):
-        yield from [None] * self.skip
+        yield from itertools.repeat(None, self.skip)
         group = self.batch_size * ENCODE_GROUP_BATCHES
         for start in range(self.skip, len(self.texts), group):
             part = self.texts[start : start + group]

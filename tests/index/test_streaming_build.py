@@ -20,7 +20,7 @@ from lateint_jax.index.storage import load_index, save_index
 from tests.synthetic import clustered_docs
 
 REPO = Path(__file__).resolve().parents[2]
-KERNEL_ALLOWANCE = 112 << 20
+KERNEL_ALLOWANCE = 64 << 20
 FIELDS = ("centroids", "bucket_cutoffs", "bucket_weights", "codes", "residuals", "doc_offsets")
 FIELDS += ("ivf_pids", "ivf_offsets", "deleted")
 BUDGET = 1 << 20  # chunks of 256 KiB: 1024 vectors of dim 64, so the corpus below has ~12
