@@ -11,6 +11,11 @@ bucketize/pack_bits, and 1e7 vectors (5 GB as float32) never sit in memory at on
 noisy tokens of random documents. Exact search runs where its [N, T, D] float32 copy fits
 (--exact-max, default 1e6).
 
+--build build_index builds through the real lateint_jax.build_index instead (k-means, compress,
+save path included): the documents come from a generator, so the build streams within
+--memory-budget (its spill goes to the system temporary folder), and the report
+(benchmarks/results/index_scaling_build_index.json) gives its seconds and peak RSS.
+
 Reports per size: build seconds, index bytes in device memory, process peak RSS, PLAID latency
 per query (k=10, one at a time and batched) and exact latency, and the growth exponent of PLAID
 latency between sizes (1.0 = linear). Writes benchmarks/results/index_scaling.json.
@@ -96,6 +101,34 @@ def synthetic_index(size: int, seed: int = 0):
     return arrays, samples
 
 
+def streamed_index(size: int, memory_budget: int, seed: int = 0):
+    """The same kind of corpus, made a document at a time and fed to build_index as a generator
+    -> (IndexArrays, sample documents to draw queries from)."""
+    from lateint_jax.codec.kmeans import default_num_centroids
+    from lateint_jax.index.build import build_index
+
+    rng = np.random.default_rng(seed)
+    topics = rng.standard_normal((default_num_centroids(size), DIM)).astype(np.float32)
+    topics /= np.linalg.norm(topics, axis=1, keepdims=True)
+    lengths = rng.integers(60, 141, size=max(1, size // 100))
+    lengths = lengths[: np.searchsorted(np.cumsum(lengths), size) + 1]
+    samples = []
+
+    def documents():
+        for length in lengths:
+            chosen = topics[rng.integers(0, len(topics), 6)][rng.integers(0, 6, length)]
+            noise = rng.standard_normal((length, DIM)).astype(np.float32) * (0.35 / DIM**0.5)
+            doc = chosen + noise
+            doc /= np.linalg.norm(doc, axis=1, keepdims=True)
+            if len(samples) < 64:
+                samples.append(doc)
+            yield doc
+
+    ids = (str(n) for n in range(len(lengths)))
+    arrays = build_index(documents(), ids, None, memory_budget_bytes=memory_budget, progress=True)
+    return arrays, samples
+
+
 def make_queries(samples, count: int, seed: int = 1) -> np.ndarray:
     rng = np.random.default_rng(seed)
     out = np.empty((count, QUERY_TOKENS, DIM), np.float32)
@@ -126,13 +159,17 @@ def device_bytes(shards) -> int:
     return int(sum(a.nbytes for a in arrays))
 
 
-def measure(size: int, queries_count: int, exact_max: int) -> dict:
+def measure(size: int, queries_count: int, exact_max: int, memory_budget: int | None) -> dict:
+    """memory_budget None: the synthetic codec (synthetic_index); else build_index, streamed."""
     import jax
 
     from lateint_jax.index.colbert_index import ColBERTIndex
 
     start = time.perf_counter()
-    arrays, samples = synthetic_index(size)
+    if memory_budget is None:
+        arrays, samples = synthetic_index(size)
+    else:
+        arrays, samples = streamed_index(size, memory_budget)
     build = time.perf_counter() - start
     index = ColBERTIndex(arrays, devices=jax.devices()[:1])
     queries = make_queries(samples, queries_count)
@@ -159,13 +196,18 @@ def main() -> int:
     parser.add_argument("--max-size", type=float, default=1e7, help="largest corpus (vectors)")
     parser.add_argument("--queries", type=int, default=64)
     parser.add_argument("--exact-max", type=float, default=1e6, help="largest exact-search size")
+    parser.add_argument("--build", choices=("synthetic", "build_index"), default="synthetic")
+    parser.add_argument(
+        "--memory-budget", type=float, default=2**30, help="bytes (--build build_index)"
+    )
     args = parser.parse_args()
+    budget = int(args.memory_budget) if args.build == "build_index" else None
     sizes = [s for s in (100_000, 1_000_000, 10_000_000) if s <= args.max_size]
     rows = []
     print(f"{'vectors':>10}{'docs':>8}{'C':>7}{'build s':>9}{'dev MB':>8}{'plaid 1q':>10}"
           f"{'plaid bat':>10}{'exact bat':>10}{'ov@10':>7}{'RSS MB':>8}   (ms per query)")  # fmt: skip
     for size in sizes:
-        row = measure(size, args.queries, int(args.exact_max))
+        row = measure(size, args.queries, int(args.exact_max), budget)
         rows.append(row)
         print(
             f"{row['token_vectors']:>10}{row['documents']:>8}{row['centroids']:>7}"
@@ -190,10 +232,18 @@ def main() -> int:
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
         },
-        "settings": {"dim": DIM, "nbits": NBITS, "k": 10, "query_tokens": QUERY_TOKENS},
+        "settings": {
+            "dim": DIM,
+            "nbits": NBITS,
+            "k": 10,
+            "query_tokens": QUERY_TOKENS,
+            "build": args.build,
+            "memory_budget_bytes": budget,
+        },
         "sizes": rows,
     }
-    write_report(RESULTS, report)
+    results = RESULTS if budget is None else RESULTS.with_name("index_scaling_build_index.json")
+    write_report(results, report)
     return 0
 
 

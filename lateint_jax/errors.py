@@ -15,3 +15,7 @@ class IndexFormatError(UserError, ValueError):
 
 class InputError(UserError, ValueError):
     """Texts, ids, or arguments that cannot be used."""
+
+
+class DiskFullError(UserError, OSError):
+    """The disk filled up while writing; what was there before is left as it was."""

@@ -70,7 +70,9 @@ def compress(
     width = packed_width(d, nbits)
     codes = np.empty(m, np.int32)
     packed = np.empty((m, width), np.uint8)
-    rows = block_rows(centroids.shape[0], m) * 4  # a bigger block amortises the Python loop
+    # A bigger block than assign_nearest's amortises the Python loop; a small input is padded
+    # to the next power of two at or above its size, not past it.
+    rows = min(block_rows(centroids.shape[0]) * 4, block_rows(1, m))
     cents = jnp.asarray(centroids, jnp.float32)
     cuts = jnp.asarray(bucket_cutoffs, jnp.float32)
     for start in tqdm(range(0, m, rows), desc="compress", unit="block", disable=not progress):

@@ -2,19 +2,40 @@
 
 CORPUS is a BEIR folder, a BEIR corpus.jsonl, or a text file with one passage per line.
 --kind colbert (default) builds the compressed PLAID index; --kind biencoder a single-vector one.
+
+A ColBERT corpus is encoded a group of passages at a time and streamed into build_index, which
+holds at most --memory-budget of token vectors (see build_index); after a crash, --resume skips
+the chunks already done and does not encode their passages again.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import re
 import sys
 
 from lateint_jax.data.beir import load_corpus
 from lateint_jax.encoders import BiEncoder, ColBERT
 from lateint_jax.errors import InputError
-from lateint_jax.index.build import build_dense_index, build_index
+from lateint_jax.index.build import MIN_MEMORY_BUDGET, build_dense_index, build_index
+from lateint_jax.index.build_state import finished_documents
 from lateint_jax.index.storage import check_index_target, index_size_bytes
 from lateint_jax.outputs import refuse_overlap
+
+ENCODE_GROUP_BATCHES = 16  # passages encoded per encoder call: 16 batches
+BYTE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+BYTE_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(text: str) -> int:
+    """'2GB' -> 2 * 10**9, '512MiB' -> 512 * 2**20, '1e9' or '1000000' -> bytes."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?(?:e[0-9]+)?)\s*([a-z]*)\s*", text.lower())
+    if match is None or match.group(2) not in BYTE_UNITS:
+        raise InputError(
+            f"--memory-budget must be a size such as 2GB, 512MiB or 1000000 (bytes), got {text!r}"
+        )
+    return int(float(match.group(1)) * BYTE_UNITS[match.group(2)])
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +67,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace an existing index (only an index this project wrote is ever replaced)",
     )
+    parser.add_argument(
+        "--memory-budget",
+        default="1GiB",
+        help="ColBERT: token vectors held in memory at once while building (2GB, 512MiB, bytes)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="ColBERT: continue an interrupted build of INDEX_DIR (same corpus and settings)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -67,6 +98,28 @@ def _check_args(args) -> None:
         raise InputError(f"--num-centroids must be positive, got {args.num_centroids}")
     if args.doc_maxlen is not None and args.doc_maxlen < 3:
         raise InputError(f"--doc-maxlen must be at least 3, got {args.doc_maxlen}")
+    args.memory_budget_bytes = parse_bytes(args.memory_budget)
+    if args.memory_budget_bytes < MIN_MEMORY_BUDGET:
+        raise InputError(f"--memory-budget must be at least 1MiB, got {args.memory_budget!r}")
+
+
+class EncodedPassages:
+    """The corpus's token vectors, encoded a group at a time while build_index reads them (one
+    pass; its len() gives build_index's progress bar a total). The first `skip` passages, which
+    a resumed build counts off without reading (index.ingest), are not encoded: None stands in."""
+
+    def __init__(self, encoder, texts, batch_size: int, skip: int = 0):
+        self.encoder, self.texts, self.batch_size, self.skip = encoder, texts, batch_size, skip
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __iter__(self):
+        yield from itertools.repeat(None, self.skip)
+        group = self.batch_size * ENCODE_GROUP_BATCHES
+        for start in range(self.skip, len(self.texts), group):
+            part = self.texts[start : start + group]
+            yield from self.encoder.encode_documents(part, batch_size=self.batch_size)
 
 
 def run(args) -> int:
@@ -88,14 +141,15 @@ def run(args) -> int:
     else:
         overrides = {} if args.doc_maxlen is None else {"doc_maxlen": args.doc_maxlen}
         encoder = ColBERT.from_pretrained(model_name, **overrides)
-        embeddings = encoder.encode_documents(
-            corpus.texts, batch_size=args.batch_size, progress=progress
-        )
+        skip = finished_documents(args.index_dir) if args.resume else 0
+        passages = EncodedPassages(encoder, corpus.texts, args.batch_size, skip)
         arrays = build_index(
-            embeddings,
+            passages,
             corpus.ids,
             args.index_dir,
             nbits=args.nbits,
+            memory_budget_bytes=args.memory_budget_bytes,
+            resume=args.resume,
             num_centroids=args.num_centroids,
             seed=args.seed,
             encoder=encoder,

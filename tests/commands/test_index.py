@@ -4,10 +4,12 @@ corpus (30 passages, doc_maxlen 32)."""
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from lateint_jax.cli import main
 from lateint_jax.commands import index as index_command
+from lateint_jax.index import build_state
 from lateint_jax.index.storage import load_index, read_metadata
 from tests.synthetic import write_beir
 
@@ -178,3 +180,67 @@ def test_overwrite_replaces_an_existing_index(colbert_index, corpus_file, tmp_pa
     assert main([*args, "--overwrite"]) == 0
     assert read_metadata(index_dir)["kind"] == "dense"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("2GB", 2 * 10**9),
+        ("512MiB", 512 * 2**20),
+        ("1000000", 10**6),
+        ("1e9", 10**9),
+        ("1.5 gib", 3 * 2**29),
+    ],
+)
+def test_memory_budget_sizes(text, expected):
+    assert index_command.parse_bytes(text) == expected
+
+
+def test_bad_memory_budget(corpus_file, tmp_path, capsys, no_loading):
+    for text, message in [
+        ("lots", "such as 2GB"),
+        ("2GiBs", "such as 2GB"),
+        ("-1", "such as"),
+        ("1000", "at least 1MiB"),
+    ]:
+        args = ["index", str(corpus_file), str(tmp_path / "i"), "--memory-budget", text, "--quiet"]
+        assert main(args) == 2, text
+        err = capsys.readouterr().err
+        assert "--memory-budget must be" in err and message in err, (text, err)
+
+
+@pytest.mark.parametrize("stage", ["write_spill", "write_compressed"])
+def test_interrupted_build_resumes_without_encoding_finished_chunks(tmp_path, monkeypatch, stage):
+    """90 passages under a 1MiB budget make several chunks. A build stopped at chunk 1 (while
+    reading and spilling, or while compressing, when every chunk is spilled) resumes with
+    --resume, encodes only the passages not spilled yet, and gives the uninterrupted index."""
+    corpus = tmp_path / "passages.txt"
+    corpus.write_text("\n".join(f"{p} Copy {c}." for c in range(3) for p in PASSAGES) + "\n")
+    small = ["--doc-maxlen", "32", "--memory-budget", "1MiB", "--quiet"]
+    assert main(["index", str(corpus), str(tmp_path / "whole"), *small]) == 0
+    real_write = getattr(build_state.BuildState, stage)
+
+    def stop_at_chunk_one(state, chunk, *arrays):
+        if chunk == 1:
+            raise RuntimeError("stopped (test)")
+        real_write(state, chunk, *arrays)
+
+    monkeypatch.setattr(build_state.BuildState, stage, stop_at_chunk_one)
+    with pytest.raises(RuntimeError, match="stopped"):
+        main(["index", str(corpus), str(tmp_path / "resumed"), *small])
+    monkeypatch.undo()
+    skipped = build_state.finished_documents(tmp_path / "resumed")
+    assert (0 < skipped < 90) if stage == "write_spill" else skipped == 90
+    encoded = []
+    real_encode = index_command.ColBERT.encode_documents
+
+    def counting(self, texts, *args, **kwargs):
+        encoded.extend(texts)
+        return real_encode(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(index_command.ColBERT, "encode_documents", counting)
+    assert main(["index", str(corpus), str(tmp_path / "resumed"), *small, "--resume"]) == 0
+    assert len(encoded) == 90 - skipped
+    whole, resumed = load_index(tmp_path / "whole"), load_index(tmp_path / "resumed")
+    for name in ("centroids", "bucket_weights", "codes", "residuals", "doc_offsets"):
+        np.testing.assert_array_equal(getattr(whole, name), getattr(resumed, name), err_msg=name)

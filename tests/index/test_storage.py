@@ -142,7 +142,8 @@ def test_crash_midway_keeps_previous_index(built, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="simulated"):
         build_index(docs, ids, tmp_path / "fresh", num_centroids=16, progress=False)
     assert_same(arrays, load_index(target))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
+    # no temporary index folders; each build keeps its state beside the target for resume=True
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh.build", "index", "index.build"]
 
 
 def test_truncated_and_corrupted_files(built, tmp_path):
