@@ -122,8 +122,12 @@ def decompress_with_table(
     """`decompress` with the residual table [P, 256, per_byte] already built."""
     positions, _, per_byte = table.shape
     flat_index = jnp.arange(positions, dtype=jnp.int32)[None, :] * 256 + packed.astype(jnp.int32)
-    residuals = table.reshape(positions * 256, per_byte)[flat_index]  # [M, P, per_byte]
-    vectors = centroids[codes] + residuals.reshape(packed.shape[0], -1)
+    # mode="clip": indices are in range by construction, and XLA's CPU gather runs several
+    # times faster without the out-of-bounds fill
+    rows = table.reshape(positions * 256, per_byte)
+    residuals = jnp.take(rows, flat_index, axis=0, mode="clip")  # [M, P, per_byte]
+    vectors = jnp.take(centroids, codes, axis=0, mode="clip")
+    vectors = vectors + residuals.reshape(packed.shape[0], -1)
     return vectors / jnp.maximum(jnp.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
 
 

@@ -44,6 +44,13 @@ from lateint_jax.index.layout import IndexArrays
 DOC_MULTIPLE = 16  # documents per shard are a multiple of this, as in plaid
 MIN_ENTRIES = 1024
 MIN_TOKENS = 256
+CHUNK = 4096  # slots per step of stages 2 and 3 (see in_chunks)
+
+
+def take(array: jax.Array, index: jax.Array) -> jax.Array:
+    """array[index] along axis 0 for indices in range by construction: XLA's CPU gather runs
+    several times faster without the out-of-bounds fill of plain indexing."""
+    return jnp.take(array, index, axis=0, mode="clip")
 
 
 @dataclass(frozen=True)
@@ -212,7 +219,7 @@ def ragged_slots(starts: jax.Array, sizes: jax.Array, slots: int):
     slot = jnp.arange(slots, dtype=ends.dtype)
     which = jnp.minimum(jnp.searchsorted(ends, slot, side="right"), sizes.shape[0] - 1)
     real = slot < ends[-1]
-    position = jnp.where(real, starts[which] + slot - (ends - sizes)[which], 0)
+    position = jnp.where(real, take(starts, which) + slot - take(ends - sizes, which), 0)
     return position, which, real
 
 
@@ -224,36 +231,50 @@ def residual_lookup(query: jax.Array, table: jax.Array) -> jax.Array:
     return jnp.einsum("QRI,RBI->QRB", q, table, preferred_element_type=jnp.float32)
 
 
-def token_scores(query, cells, cell_scores, query_mask, token_arrays, table, entries: int):
-    """Stage 2's gather: score every token under the probed cells of this shard.
+def in_chunks(slots: int) -> int:
+    """Slots per step when `slots` static slots are processed in cache-sized steps: the
+    largest power of two dividing `slots` (every `fine_bucket` has one of at least a third of
+    it), at most CHUNK. Work done in one piece past that size ran several times slower per
+    slot on CPU (its intermediates fall out of cache)."""
+    return min(slots & -slots, CHUNK)
 
-    -> (query token [E], local document [E] (beyond the shard's where the slot is empty),
-    score [E])."""
+
+def best_per_token(query, cells, cell_scores, query_mask, token_arrays, table, entries: int,
+                   num_docs: int) -> jax.Array:  # fmt: skip
+    """Stage 2's gather and first reduction: score every token under the probed cells of
+    this shard (centroid score + residual lookups) and keep, per (query token, document), the
+    best -> [Q, num_docs] (-inf where the token found nothing in that document)."""
     cell_offsets, token_docs, token_residuals = token_arrays
-    nprobe = cells.shape[1]
+    num_tokens, nprobe = cells.shape
     starts = cell_offsets[cells].reshape(-1)
     sizes = jnp.where(query_mask[:, None], cell_offsets[cells + 1] - cell_offsets[cells], 0)
     position, which, real = ragged_slots(starts, sizes.reshape(-1), entries)
-    docs = jnp.where(real, token_docs[position], token_docs.shape[0] + 1)
-    packed = token_residuals[position].astype(jnp.int32)  # [E, R]
-    width = packed.shape[1]
-    token_of = which // nprobe
     lookup = residual_lookup(query, table).reshape(-1)
-    index = (token_of[:, None] * width + jnp.arange(width)[None, :]) * 256 + packed
-    return token_of, docs, cell_scores.reshape(-1)[which] + lookup[index].sum(-1)
+    centroid_part = cell_scores.reshape(-1)
+    width = token_residuals.shape[1]
+
+    def step(best, chunk):
+        position, which, real = chunk
+        docs = jnp.where(real, take(token_docs, position), num_docs)
+        packed = take(token_residuals, position).astype(jnp.int32)  # [chunk, R]
+        token_of = which // nprobe
+        index = (token_of[:, None] * width + jnp.arange(width)[None, :]) * 256 + packed
+        scores = take(centroid_part, which) + take(lookup, index).sum(-1)
+        flat = token_of * (num_docs + 1) + jnp.minimum(docs, num_docs)  # 1-d: faster scatter
+        return best.at[flat].max(scores), None
+
+    chunk = in_chunks(entries)
+    start = jnp.full((num_tokens * (num_docs + 1),), -jnp.inf)
+    steps = tuple(a.reshape(-1, chunk) for a in (position, which, real))
+    best, _ = jax.lax.scan(step, start, steps)
+    return best.reshape(num_tokens, num_docs + 1)[:, :num_docs]
 
 
-def document_scores(token_of, docs, scores, imputed, query_mask, allowed) -> jax.Array:
-    """Two-stage reduction: per (query token, document) the best score, then per document the
-    sum over real query tokens, imputing where a token found nothing (a document with no
+def document_scores(best, imputed, query_mask, allowed) -> jax.Array:
+    """Stage 2's second reduction: best [Q, n] per (query token, document) -> per document
+    the sum over real query tokens, imputing where a token found nothing (a document with no
     probed token at all scores the sum of the imputations). -> [n] (-inf where not allowed)."""
-    num_queries, n = imputed.shape[0], allowed.shape[0]
-    docs = jnp.minimum(docs, n)
-    flat = token_of * (n + 1) + docs  # one flat scatter runs faster on CPU than a 2-d one
-    best = jnp.full((num_queries * (n + 1),), -jnp.inf).at[flat].max(scores)
-    best = best.reshape(num_queries, n + 1)[:, :n]
-    found = jnp.isfinite(best)
-    per_token = jnp.where(found, best, imputed[:, None])
+    per_token = jnp.where(jnp.isfinite(best), best, imputed[:, None])
     total = jnp.where(query_mask[:, None], per_token, 0.0).sum(0)
     return jnp.where(allowed, total, -jnp.inf)
 
@@ -261,19 +282,27 @@ def document_scores(token_of, docs, scores, imputed, query_mask, allowed) -> jax
 def exact_scores(query, query_mask, docs, mine, centroids, table, token_arrays, doc_arrays,
                  budget: int):  # fmt: skip
     """Stage 3: decompress this shard's documents `docs` [r] (where `mine`) and score them with
-    exact MaxSim -> [r]. Their tokens are gathered ragged into `budget` static slots."""
+    exact MaxSim -> [r]. Their tokens are gathered ragged into `budget` static slots, scored
+    a cache-sized chunk at a time."""
     cell_offsets, _, token_residuals = token_arrays
     doc_offsets, doc_positions = doc_arrays
     starts = doc_offsets[docs]
     lengths = jnp.where(mine, doc_offsets[docs + 1] - starts, 0)
     slot_token, which, real = ragged_slots(starts, lengths, budget)
-    position = doc_positions[slot_token]
-    codes = jnp.searchsorted(cell_offsets, position, side="right") - 1
-    codes = jnp.clip(codes, 0, centroids.shape[0] - 1).astype(jnp.int32)
-    vectors = decompress_with_table(centroids, table, codes, token_residuals[position])
-    sims = jnp.einsum("TD,QD->TQ", vectors, query, preferred_element_type=jnp.float32)
-    rows = jnp.where(real, which, docs.shape[0])
-    best = jnp.full((docs.shape[0] + 1, query.shape[0]), -jnp.inf).at[rows].max(sims)
+
+    def step(best, chunk):
+        slot_token, which, real = chunk
+        position = take(doc_positions, slot_token)
+        codes = jnp.searchsorted(cell_offsets, position, side="right") - 1
+        codes = jnp.clip(codes, 0, centroids.shape[0] - 1).astype(jnp.int32)
+        vectors = decompress_with_table(centroids, table, codes, take(token_residuals, position))
+        sims = jnp.einsum("TD,QD->TQ", vectors, query, preferred_element_type=jnp.float32)
+        return best.at[jnp.where(real, which, docs.shape[0])].max(sims), None
+
+    chunk = in_chunks(budget)
+    start = jnp.full((docs.shape[0] + 1, query.shape[0]), -jnp.inf)
+    steps = tuple(a.reshape(-1, chunk) for a in (slot_token, which, real))
+    best, _ = jax.lax.scan(step, start, steps)
     return jnp.where(query_mask[None, :], best[:-1], 0.0).sum(-1)
 
 
@@ -320,10 +349,10 @@ def _approximate(queries, query_mask, probes, allowed, table, token_arrays, *, s
 
         def stage2(args):
             query, mask, cells, cell_scores, imputed = args
-            token_of, docs, scores = token_scores(
-                query, cells, cell_scores, mask, token_arrays, table, entries
+            best = best_per_token(
+                query, cells, cell_scores, mask, token_arrays, table, entries, per_shard
             )
-            return document_scores(token_of, docs, scores, imputed, mask, allowed)
+            return document_scores(best, imputed, mask, allowed)
 
         nothing = jnp.full((per_shard,), -jnp.inf)
         approx = jax.lax.map(_skip_padding_rows(stage2, nothing), (queries, query_mask, *probes))
