@@ -1,4 +1,4 @@
-"""How PLAID search latency and memory grow with the corpus: synthetic clustered token vectors
+"""How search latency (the default, WARP-style) and memory grow with the corpus: synthetic clustered token vectors
 at 1e5, 1e6 and 1e7 vectors (dim 128, nbits 2).
 
     python benchmarks/index_scaling.py [--max-size 10000000] [--queries 64]
@@ -16,8 +16,8 @@ save path included): the documents come from a generator, so the build streams w
 --memory-budget (its spill goes to the system temporary folder), and the report
 (benchmarks/results/index_scaling_build_index.json) gives its seconds and peak RSS.
 
-Reports per size: build seconds, index bytes in device memory, process peak RSS, PLAID latency
-per query (k=10, one at a time and batched) and exact latency, and the growth exponent of PLAID
+Reports per size: build seconds, index bytes in device memory, process peak RSS, search latency
+per query (k=10, one at a time and batched) and exact latency, and the growth exponent of search
 latency between sizes (1.0 = linear). Writes benchmarks/results/index_scaling.json.
 """
 
@@ -151,14 +151,6 @@ def per_query_ms(search, queries, batch: bool) -> float:
     return (time.perf_counter() - start) * 1e3 / len(queries)
 
 
-def device_bytes(shards) -> int:
-    arrays = (
-        shards.centroids, shards.bucket_weights, shards.doc_codes, shards.doc_residuals,
-        shards.doc_lengths, shards.live, shards.ivf_pids, shards.ivf_offsets,
-    )  # fmt: skip
-    return int(sum(a.nbytes for a in arrays))
-
-
 def measure(size: int, queries_count: int, exact_max: int, memory_budget: int | None) -> dict:
     """memory_budget None: the synthetic codec (synthetic_index); else build_index, streamed."""
     import jax
@@ -178,14 +170,14 @@ def measure(size: int, queries_count: int, exact_max: int, memory_budget: int | 
         "documents": arrays.num_docs,
         "centroids": arrays.num_centroids,
         "generate_and_compress_seconds": build,
-        "device_bytes": device_bytes(index.shards),
-        "plaid_ms_single": per_query_ms(lambda q: index.search(q, k=10), queries, False),
-        "plaid_ms_batched": per_query_ms(lambda q: index.search(q, k=10), queries, True),
+        "device_bytes": index.warp.device_bytes(),
+        "search_ms_single": per_query_ms(lambda q: index.search(q, k=10), queries, False),
+        "search_ms_batched": per_query_ms(lambda q: index.search(q, k=10), queries, True),
     }
     if arrays.num_embeddings <= exact_max:
         row["exact_ms_batched"] = per_query_ms(lambda q: index.exact_search(q, k=10), queries, True)
-        plaid_hits, exact_hits = index.search(queries, k=10), index.exact_search(queries, k=10)
-        shared = [{d for d, _ in a} & {d for d, _ in b} for a, b in zip(plaid_hits, exact_hits)]
+        found, exact_hits = index.search(queries, k=10), index.exact_search(queries, k=10)
+        shared = [{d for d, _ in a} & {d for d, _ in b} for a, b in zip(found, exact_hits)]
         row["top10_overlap"] = float(np.mean([len(s) / 10 for s in shared]))
     row["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return row
@@ -204,27 +196,27 @@ def main() -> int:
     budget = int(args.memory_budget) if args.build == "build_index" else None
     sizes = [s for s in (100_000, 1_000_000, 10_000_000) if s <= args.max_size]
     rows = []
-    print(f"{'vectors':>10}{'docs':>8}{'C':>7}{'build s':>9}{'dev MB':>8}{'plaid 1q':>10}"
-          f"{'plaid bat':>10}{'exact bat':>10}{'ov@10':>7}{'RSS MB':>8}   (ms per query)")  # fmt: skip
+    print(f"{'vectors':>10}{'docs':>8}{'C':>7}{'build s':>9}{'dev MB':>8}{'search 1q':>10}"
+          f"{'search bat':>10}{'exact bat':>10}{'ov@10':>7}{'RSS MB':>8}   (ms per query)")  # fmt: skip
     for size in sizes:
         row = measure(size, args.queries, int(args.exact_max), budget)
         rows.append(row)
         print(
             f"{row['token_vectors']:>10}{row['documents']:>8}{row['centroids']:>7}"
             f"{row['generate_and_compress_seconds']:>9.1f}{row['device_bytes'] / 2**20:>8.0f}"
-            f"{row['plaid_ms_single']:>10.2f}{row['plaid_ms_batched']:>10.2f}"
+            f"{row['search_ms_single']:>10.2f}{row['search_ms_batched']:>10.2f}"
             f"{row.get('exact_ms_batched', float('nan')):>10.2f}"
             f"{row.get('top10_overlap', float('nan')):>7.3f}{row['peak_rss_bytes'] / 2**20:>8.0f}",
             flush=True,
         )
     for before, after in itertools.pairwise(rows):
         growth = np.log(after["token_vectors"] / before["token_vectors"])
-        for key in ("plaid_ms_single", "plaid_ms_batched"):
+        for key in ("search_ms_single", "search_ms_batched"):
             after[f"{key}_growth_exponent"] = float(np.log(after[key] / before[key]) / growth)
         print(
-            f"{before['token_vectors']:.0e} -> {after['token_vectors']:.0e}: PLAID latency grows "
-            f"as size^{after['plaid_ms_single_growth_exponent']:.2f} (one query), "
-            f"size^{after['plaid_ms_batched_growth_exponent']:.2f} (batched)"
+            f"{before['token_vectors']:.0e} -> {after['token_vectors']:.0e}: search latency grows "
+            f"as size^{after['search_ms_single_growth_exponent']:.2f} (one query), "
+            f"size^{after['search_ms_batched_growth_exponent']:.2f} (batched)"
         )
     report = {
         "machine": {
