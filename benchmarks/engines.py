@@ -25,7 +25,7 @@ $LATEINT_DATA/scifact/qrels/test.tsv; ms per query one query at a time (the firs
 `--single-queries`) and batched (every query in one call, or the engine's natural batch), QPS;
 bytes per token vector on disk (every file of the index folder) and in memory (the engine's own
 figure where it has one, else the child's RSS growth from loading and warming up); the child's
-peak RSS (ru_maxrss). Writes benchmarks/results/engines.json.
+peak RSS (VmHWM, read in the child). Writes benchmarks/results/engines.json.
 
 `--device gpu` times ours with the index on the GPU and fast-plaid on cuda (same indexes), and
 stops at once when no GPU is visible.
@@ -37,6 +37,7 @@ import argparse
 import dataclasses
 import datetime
 import hashlib
+import importlib
 import json
 import os
 import platform
@@ -214,10 +215,12 @@ def folder_bytes(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
 
 
-def rss_bytes() -> int:
-    """This process's resident set now (VmRSS)."""
+def rss_bytes(field: str = "VmRSS") -> int:
+    """This process's resident set now (VmRSS) or its peak (VmHWM). The peak is read here, in
+    the child, not from the parent's wait4 ru_maxrss: Linux carries ru_maxrss over fork and
+    exec, so every child would report at least the parent's own peak."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     return 0
 
@@ -432,13 +435,17 @@ class Engine:
     build: object = None  # None: no index to build (numpy reads the vector cache itself)
     devices: tuple[str, ...] = ("cpu",)
     k_independent: bool = False  # timed at the largest k only, its top-k cut for the others
+    modules: tuple[str, ...] = ()  # imported before the RSS baseline: libraries are not index
 
 
+COLBERT_MODULES = ("torch", "colbert.searcher", "colbert.modeling.colbert")
 ENGINES = {
-    "lateint": Engine(None, open_ours, build_ours, ("cpu", "gpu")),
-    "colbert-ai": Engine("colbert", open_colbert_ai, build_colbert_ai),
-    "fast-plaid": Engine("warp", open_fast_plaid, build_fast_plaid, ("cpu", "gpu")),
-    "warp": Engine("warp", open_warp, build_warp),
+    "lateint": Engine(None, open_ours, build_ours, ("cpu", "gpu"), modules=("jax", "lateint_jax")),
+    "colbert-ai": Engine("colbert", open_colbert_ai, build_colbert_ai, modules=COLBERT_MODULES),
+    "fast-plaid": Engine(
+        "warp", open_fast_plaid, build_fast_plaid, ("cpu", "gpu"), modules=("fast_plaid.search",)
+    ),
+    "warp": Engine("warp", open_warp, build_warp, modules=("xtr_warp",)),
     "numpy": Engine(None, open_numpy, k_independent=True),  # scores every document for any k
 }
 REFERENCE_ROWS = {  # row name -> (engine, settings); ours come from --ours-settings
@@ -466,6 +473,8 @@ def child_build(engine: str) -> dict:
 def child_search(engine: str, settings: dict, device: str, count, single: int) -> dict:
     """Open the index, warm up, then time every k one query at a time and batched."""
     queries = load_queries(count)
+    for module in ENGINES[engine].modules:
+        importlib.import_module(module)
     rss = rss_bytes()
     search, memory_bytes = ENGINES[engine].open(INDEXES / engine, device, settings)
     out = {"runs": {}, "latency_ms": {}}
@@ -507,6 +516,7 @@ def child_main(args) -> int:
         traceback.print_exc()
         Path(args.out).write_text(json.dumps({"error": f"{type(error).__name__}: {error}"}))
         return 1
+    result["peak_rss_bytes"] = rss_bytes("VmHWM")
     Path(args.out).write_text(json.dumps(result))
     return 0
 
@@ -541,7 +551,7 @@ def python_for(engine: str) -> Path:
 
 def run_child(engine: str, phase: str, args, tag: str, settings: dict | None = None) -> dict:
     """Run this file as a child (`--child phase`) in the engine's interpreter; returns its JSON
-    plus the child's peak RSS, exit status and the load average around it, or {"error": why}."""
+    (with its peak RSS) plus its CPU seconds and the load average around it, or {"error": why}."""
     python = python_for(engine)
     if not python.exists():
         return {"error": f"{python} is missing: run benchmarks/setup_reference_engines.sh"}
@@ -573,9 +583,7 @@ def run_child(engine: str, phase: str, args, tag: str, settings: dict | None = N
     if child.returncode != 0 and "error" not in result:
         tail = log_path.read_text()[-600:].strip().replace("\n", " | ")
         result["error"] = f"exit status {child.returncode}; last output: {tail}"
-    result.update(
-        loadavg_before=before, loadavg_after=loadavg(), peak_rss_bytes=usage.ru_maxrss * 1024
-    )
+    result.update(loadavg_before=before, loadavg_after=loadavg())
     result["child_cpu_s"] = usage.ru_utime + usage.ru_stime
     return result
 
@@ -744,6 +752,7 @@ def main() -> int:
         "--build-only", action="store_true", help="build the missing indexes, time nothing"
     )
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where to write the JSON")
     parser.add_argument("--encode-only", action="store_true", help="only fill the vector cache")
     parser.add_argument("--child", choices=("build", "search"), help=argparse.SUPPRESS)
     parser.add_argument("--engine", choices=sorted(ENGINES), help=argparse.SUPPRESS)
@@ -793,11 +802,18 @@ def main() -> int:
             continue
         summarise(row, reps[name], builds[engine], exact, meta, tokens)
     ours = add_ratios(report_rows)
-    text = table(report_rows, ours)
+    box = machine()
+    text = table(report_rows, ours) + (
+        f"\n\n{len(queries)} queries ({min(args.single_queries, len(queries))} timed one at a "
+        f"time), medians of {args.reps} interleaved repetitions, {THREADS} threads, {NBITS}-bit "
+        f"indexes; {box['cpu_model']} x{box['cpu_count']}, {box['platform']}; "
+        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; 'load 1-min': median "
+        "/proc/loadavg around the row's children (this run's own child counts too)."
+    )
     print(text)
     report = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": box,
         "device": args.device,
         "dataset": f"BEIR SciFact test ({len(queries)} queries, {len(meta['doc_ids'])} documents)",
         "vectors": {"model": meta["model"], "count": tokens, "dim": int(queries.shape[-1])},
@@ -811,7 +827,7 @@ def main() -> int:
         "rows": report_rows,
         "table": text,
     }
-    write_report(RESULTS, report)
+    write_report(args.results, report)
     return 0
 
 
