@@ -64,9 +64,23 @@ def test_bad_input_is_one_line(indexes, capsys):
         ((indexes / "missing", "q"), "does not exist"),
         ((indexes / "biencoder", "q", "--ncells", "2"), "a dense index takes no search options"),
         ((indexes / "colbert", "q", "--exact", "--ndocs", "8"), "--exact takes no"),
+        ((indexes / "colbert", "q", "--nprobe", "2", "--ncells", "2"), "do not mix"),
+        ((indexes / "colbert", "q", "--nprobe", "0"), "nprobe must be"),
     ]:
         code, out, err = run_search(capsys, *argv)
         assert code == 2 and out == "" and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_search_engines_agree_on_a_tiny_index(indexes, capsys):
+    """WARP (the default; with every centroid probed and no rerank), PLAID (any PLAID knob) and
+    exact search all find the obvious answers of a ten-passage index."""
+    everything = ("--nprobe", "1000", "--rerank", "0")
+    for extra in ((), everything, ("--ncells", "2"), ("--exact",)):
+        code, out, _ = run_search(
+            capsys, indexes / "colbert", "largest planet", "blood sugar hormone", "-k", "2", *extra
+        )
+        tops = [json.loads(line)["results"][0]["id"] for line in out.splitlines()]
+        assert code == 0 and tops == ["5", "4"], extra
 
 
 def test_exact_search_of_a_dense_index_is_its_search(indexes, capsys):
