@@ -193,9 +193,11 @@ def models_for(tmp: Path) -> dict[str, str]:
     sys.path.insert(0, str(REPO))
     from lateint_jax.convert.files import default_model_dir
     from lateint_jax.encoders import ColBERT
+    from lateint_jax.models.colbert import ColBERTConfig
 
     colbert = tmp / "default-colbert-pylate"
-    ColBERT.from_pretrained(None).save_pretrained(colbert, layout="pylate")
+    # colbert-ai's conventions (128-d seeded head, 180 tokens), as measured in results/.
+    ColBERT.from_pretrained(None, config=ColBERTConfig()).save_pretrained(colbert, layout="pylate")
     minilm = str(default_model_dir())
     return {"jax-bi": minilm, "st-bi": minilm, "jax-colbert": str(colbert),
             "pylate-colbert": str(colbert)}  # fmt: skip

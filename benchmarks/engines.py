@@ -6,9 +6,11 @@ and numpy exact MaxSim, in one run, on the same token vectors, cores and thread 
         [--ours-settings '{"defaults": {}, "wide": {"nprobe": 8}}'] [--rebuild | --rebuild-ours]
         [--device cpu|gpu] [--build-only]
 
-Token vectors come from the default model (`ColBERT.from_pretrained(None)`), encoded once into
-the git-ignored `.bench-cache/scifact/` (doc_vectors.npy, doc_lengths.npy, queries.npy,
-meta.json). Every engine reads that cache; none encodes text.
+Token vectors come from the packaged all-MiniLM-L6-v2 under colbert-ai's conventions
+(`ColBERT.from_pretrained(None, config=ColBERTConfig())`: markers, [MASK] queries, the seeded
+128-d projection, 180 tokens: 128-d as ColBERT checkpoints are, and the default before issue 13),
+encoded once into the git-ignored `.bench-cache/scifact/` (doc_vectors.npy, doc_lengths.npy,
+queries.npy, meta.json). Every engine reads that cache; none encodes text.
 
 Method. Each engine builds its 2-bit index once into `.bench-cache/scifact/indexes/<engine>/`
 (build wall and CPU seconds and the child's peak RSS kept in `<engine>.build.json` beside it;
@@ -109,9 +111,10 @@ def encode_scifact() -> dict:
         return json.loads(meta_path.read_text())
     from lateint_jax.data.beir import load_beir  # only to fill the cache
     from lateint_jax.encoders import ColBERT
+    from lateint_jax.models.colbert import ColBERTConfig
 
     dataset = load_beir(DATA, "test")
-    model = ColBERT.from_pretrained(None)
+    model = ColBERT.from_pretrained(None, config=ColBERTConfig())
     start = time.perf_counter()
     docs = model.encode_documents(dataset.corpus.texts, batch_size=32, progress=True)
     doc_seconds = time.perf_counter() - start

@@ -29,13 +29,22 @@ from lateint_jax.data.tokenize import (
 )
 from lateint_jax.errors import CheckpointError, InputError
 from lateint_jax.models.bi_encoder import bi_encoder_forward
-from lateint_jax.models.colbert import ColBERTConfig, colbert_forward, init_projection
+from lateint_jax.models.colbert import (
+    ColBERTConfig,
+    colbert_forward,
+    init_projection,
+    untrained_settings,
+)
 from lateint_jax.models.cross_encoder import cross_encoder_forward
 from lateint_jax.models.encoder import EncoderConfig
+from lateint_jax.models.projection import LINEAR, DenseLayer, output_dim
+from lateint_jax.pooling import check_pool_factor, pool_documents
 
 logger = logging.getLogger(__name__)
 
-_colbert_jit = jax.jit(colbert_forward, static_argnums=(1,), static_argnames=("compute_dtype",))
+_colbert_jit = jax.jit(
+    colbert_forward, static_argnums=(1,), static_argnames=("compute_dtype", "head")
+)
 _bi_jit = jax.jit(
     bi_encoder_forward, static_argnums=(1,), static_argnames=("normalize", "compute_dtype")
 )
@@ -110,7 +119,8 @@ def _length_groups(lengths: np.ndarray, max_length: int) -> list[tuple[int, np.n
 
 
 class ColBERT:
-    """A ColBERT encoder (colbert-ai semantics: markers, [MASK] query augmentation, skiplist)."""
+    """A ColBERT encoder (colbert-ai semantics: markers, [MASK] query augmentation, skiplist;
+    a checkpoint without a ColBERT head gets `untrained_settings` instead)."""
 
     def __init__(
         self,
@@ -120,22 +130,28 @@ class ColBERT:
         tokenizer,
         model_name: str = "",
         compute_dtype=jnp.float32,
+        head: tuple[DenseLayer, ...] = LINEAR,
     ):
+        """head: what each layer of params["linear"] does (`models.projection`)."""
         self.params, self.bert_config, self.config = params, bert_config, config
         self.tokenizer: TextTokenizer = tokenizer
         self.model_name, self.compute_dtype = model_name, compute_dtype
+        self.head = tuple(head)
         self.query_marker_id = self._marker_id(config.query_token)
         self.doc_marker_id = self._marker_id(config.doc_token)
         self.skiplist = (
             punctuation_ids(tokenizer) if config.mask_punctuation else np.zeros(0, np.int32)
         )
-        if tokenizer.mask_id is None:
+        if tokenizer.mask_id is None and config.query_augmentation:
             raise CheckpointError("the tokenizer has no mask token, needed for query augmentation")
         limit = _model_max_length(bert_config)
         if config.query_maxlen > limit or config.doc_maxlen > limit:
             raise InputError(f"query_maxlen/doc_maxlen must be <= {limit} for this model")
 
-    def _marker_id(self, token: str) -> int:
+    def _marker_id(self, token: str) -> int | None:
+        """The marker's token id; None for "" (no marker)."""
+        if token == "":
+            return None
         # PyLate adds its prefixes as tokens spelled with the trailing space ("[Q] ").
         idx = self.tokenizer.token_id(token)
         if idx is None:
@@ -156,18 +172,29 @@ class ColBERT:
     ) -> ColBERT:
         """Loads a Stanford / PyLate ColBERT, or any BERT-family model with a new projection.
 
-        A checkpoint without a ColBERT head gets `init_projection` (orthogonal, seed 0) to `dim`.
-        Settings: the checkpoint's, then `config`, then keyword overrides (e.g. doc_maxlen=300).
+        A checkpoint without a ColBERT head (the packaged default included) gets
+        `untrained_settings`: no markers, no query augmentation, the identity head (dim = H),
+        unless `config` or overrides say otherwise; a `dim` below H gets `init_projection`
+        (orthogonal, seed 0). Settings: the checkpoint's, then `config` (every field), then
+        keyword overrides (e.g. doc_maxlen=300).
         """
         ckpt = load_checkpoint(name_or_path)
-        values = {**ckpt.colbert, **(config.to_dict() if config else {}), **overrides}
+        untrained = (
+            untrained_settings(ckpt.bert_config.hidden_size, ckpt.max_seq_length)
+            if ckpt.linear is None
+            else {}
+        )
+        values = {
+            **untrained,
+            **ckpt.colbert,
+            **(config.to_dict() if config else {}),
+            **overrides,
+        }
         colbert_config = ColBERTConfig.from_dict(values)
         if ckpt.linear is not None:
             linear = ckpt.linear
-            if linear["kernel"].shape[1] != colbert_config.dim:
-                colbert_config = ColBERTConfig.from_dict(
-                    {**values, "dim": linear["kernel"].shape[1]}
-                )
+            if output_dim(linear) != colbert_config.dim:
+                colbert_config = ColBERTConfig.from_dict({**values, "dim": output_dim(linear)})
         else:
             linear = init_projection(ckpt.bert_config.hidden_size, colbert_config.dim, seed=0)
         params = {"bert": ckpt.bert, "linear": linear}
@@ -178,6 +205,7 @@ class ColBERT:
             load_tokenizer(ckpt),
             str(name_or_path or "default"),
             compute_dtype,
+            ckpt.dense_layers,
         )
 
     def save_pretrained(self, path, layout: str = "stanford", overwrite: bool = False) -> None:
@@ -186,16 +214,22 @@ class ColBERT:
 
     # -- tokenisation
     def tokenize_queries(self, texts) -> dict[str, np.ndarray]:
-        """[CLS] [Q] text [SEP] [MASK]...: input_ids, attention_mask int32 [B, query_maxlen].
+        """[CLS] [Q] text [SEP] [MASK]...: input_ids, attention_mask, token_mask int32
+        [B, query_maxlen]; token_mask marks the vectors that count in MaxSim.
 
-        [MASK] padding is attended only when attend_to_mask_tokens; its vectors always count.
+        With query_augmentation the [MASK] padding is attended only when attend_to_mask_tokens
+        and its vectors always count; without, the padding is [PAD], unattended, and does not
+        count (its vectors are zeros in encode_queries).
         """
         texts = check_texts(texts, "queries")
         L = self.config.query_maxlen
-        out = pad_token_rows(
-            self._framed(texts, self.query_marker_id, L, "queries"), self.tokenizer.mask_id, L
+        augment = self.config.query_augmentation
+        pad_id = self.tokenizer.mask_id if augment else self.tokenizer.pad_id
+        out = pad_token_rows(self._framed(texts, self.query_marker_id, L, "queries"), pad_id, L)
+        out["token_mask"] = (
+            np.ones_like(out["attention_mask"]) if augment else out["attention_mask"].copy()
         )
-        if self.config.attend_to_mask_tokens:
+        if augment and self.config.attend_to_mask_tokens:
             out["attention_mask"] = np.ones_like(out["attention_mask"])
         return out
 
@@ -213,19 +247,25 @@ class ColBERT:
         out["token_mask"] = self._token_mask(out)
         return out
 
-    def _framed(self, texts: list[str], marker_id: int, length: int, what: str) -> list[list[int]]:
-        """[CLS] marker text [SEP] token ids of each text, truncated to `length` (one warning
-        counts the truncated texts)."""
+    def _framed(
+        self, texts: list[str], marker_id: int | None, length: int, what: str
+    ) -> list[list[int]]:
+        """[CLS] marker text [SEP] ([CLS] text [SEP] without a marker) token ids of each text,
+        truncated to `length` (one warning counts the truncated texts)."""
         tok = self.tokenizer
-        content = [ids for ids, _ in self._content(texts)]
-        rows = [[tok.cls_id, marker_id, *ids[: length - 3], tok.sep_id] for ids in content]
-        warn_truncated(sum(len(ids) + 3 > length for ids in content), len(rows), length, what)
+        content = [ids for ids, _ in self._content(texts, marker_id)]
+        head = [tok.cls_id] if marker_id is None else [tok.cls_id, marker_id]
+        room = length - len(head) - 1
+        rows = [[*head, *ids[:room], tok.sep_id] for ids in content]
+        warn_truncated(sum(len(ids) > room for ids in content), len(rows), length, what)
         return rows
 
-    def _content(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    def _content(
+        self, texts: list[str], marker_id: int | None
+    ) -> list[tuple[list[int], list[tuple[int, int]]]]:
         """Each text's token ids and (start, end) characters, before framing, as the
-        config's `framing` tokenises it."""
-        if self.config.framing == "pylate":
+        config's `framing` tokenises it (the text alone when there is no marker)."""
+        if self.config.framing == "pylate" or marker_id is None:
             return self.tokenizer.encodings(texts)
         # colbert-ai: ". " + text, whose first token (the ".") the marker replaces.
         shift = len(". ")
@@ -237,8 +277,9 @@ class ColBERT:
     def document_token_spans(self, text: str) -> list[tuple[int, int] | None]:
         """For each vector `encode_documents([text])` returns, in order: the (start, end)
         characters of its token in `text`, or None for the frame tokens ([CLS], [D], [SEP])."""
-        ((_, content),) = self._content([text])
-        spans = [None, None, *content[: self.config.doc_maxlen - 3], None]
+        ((_, content),) = self._content([text], self.doc_marker_id)
+        head = [None] if self.doc_marker_id is None else [None, None]
+        spans = [*head, *content[: self.config.doc_maxlen - len(head) - 1], None]
         keep = self.tokenize_documents([text])["token_mask"][0].astype(bool)
         return [span for span, kept in zip(spans, keep, strict=False) if kept]
 
@@ -252,7 +293,7 @@ class ColBERT:
     def apply(self, params, input_ids, attention_mask) -> jax.Array:
         """Pure: normalised token vectors [B, T, D] float32."""
         return colbert_forward(
-            params, self.bert_config, input_ids, attention_mask, self.compute_dtype
+            params, self.bert_config, input_ids, attention_mask, self.compute_dtype, self.head
         )
 
     def _forward(self, batch):
@@ -262,10 +303,12 @@ class ColBERT:
             batch["input_ids"],
             batch["attention_mask"],
             compute_dtype=self.compute_dtype,
+            head=self.head,
         )
 
     def encode_queries(self, texts, batch_size: int = 64) -> np.ndarray:
-        """[B, query_maxlen, D] float32; every position counts in MaxSim."""
+        """[B, query_maxlen, D] float32; positions outside token_mask (padding without query
+        augmentation) are zero vectors, which add nothing to a MaxSim score."""
         encoded = self.tokenize_queries(texts)
         out = np.zeros(
             (len(encoded["input_ids"]), self.config.query_maxlen, self.config.dim), np.float32
@@ -275,12 +318,18 @@ class ColBERT:
             self._forward, encoded, order, batch_size, False, "queries"
         ):
             out[rows] = vectors
-        return out
+        return out * encoded["token_mask"][:, :, None].astype(np.float32)
 
     def encode_documents(
-        self, texts, batch_size: int = 64, progress: bool = False
+        self, texts, batch_size: int = 64, progress: bool = False, pool_factor: int = 1
     ) -> list[np.ndarray]:
-        """One [T_i, D] float32 array per document, padding and skiplist tokens removed."""
+        """One [T_i, D] float32 array per document, padding and skiplist tokens removed.
+
+        pool_factor > 1: hierarchical token pooling (`lateint_jax.pooling`, PyLate's rule, the
+        first vector kept): about T_i / pool_factor vectors per document, which no longer map
+        one-to-one onto tokens (`document_token_spans` describes the unpooled vectors).
+        """
+        check_pool_factor(pool_factor)
         encoded = self.tokenize_documents(texts, length=self.config.doc_maxlen)
         lengths = encoded["attention_mask"].sum(1)
         out: list = [None] * len(lengths)
@@ -294,7 +343,7 @@ class ColBERT:
             ):
                 for i, v in zip(idx, vectors, strict=True):
                     out[i] = v[:bucket][encoded["token_mask"][i, :bucket].astype(bool)]
-        return out
+        return pool_documents(out, pool_factor)
 
 
 class BiEncoder:

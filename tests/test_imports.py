@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lateint_jax"
 # docs/ARCHITECTURE.md, "Which module may import which": prefix -> layer, longest prefix wins.
 LAYERS = {
     "errors": 1, "shapes": 1, "compilations": 1, "scoring": 1, "losses": 1, "sharding": 1,
-    "outputs": 1,
+    "outputs": 1, "pooling": 1,
     "models": 2, "codec": 2, "data": 2,
     "convert": 3, "encoders": 3,
     "index": 4,

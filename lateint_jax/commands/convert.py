@@ -8,11 +8,15 @@ sentence-transformers: biencoder, cross-encoder: cross-encoder, hf: the BERT bac
 
 from __future__ import annotations
 
+import dataclasses
+import sys
+
 from lateint_jax.convert.export import export_hf
 from lateint_jax.convert.files import DEFAULT_NAMES, is_checkpoint_folder
 from lateint_jax.convert.load import load_checkpoint
 from lateint_jax.encoders import BiEncoder, ColBERT, CrossEncoder, load_tokenizer
 from lateint_jax.errors import InputError
+from lateint_jax.models.colbert import ColBERTConfig
 from lateint_jax.outputs import check_target, refuse_overlap
 
 TARGETS = ("hf", "stanford", "pylate", "sentence-transformers", "cross-encoder")
@@ -61,6 +65,8 @@ def run(args) -> int:
     elif kind == "colbert":
         extra = {"dim": args.dim} if args.dim else {}
         model = ColBERT.from_pretrained(args.src, **extra)
+        if args.to == "stanford":
+            model = _with_colbert_ai_conventions(model)
         _save(model, args, layout=args.to)
     elif kind == "biencoder":
         _save(BiEncoder.from_pretrained(args.src), args)
@@ -68,6 +74,37 @@ def run(args) -> int:
         _save(CrossEncoder.from_pretrained(args.src), args)
     print(f"wrote {args.to} checkpoint to {args.dst}")
     return 0
+
+
+def _with_colbert_ai_conventions(model: ColBERT) -> ColBERT:
+    """colbert-ai's layout always has [Q]/[D] markers and [MASK] query augmentation: a model
+    loaded without them (a checkpoint with no ColBERT head, see `untrained_settings`) is
+    written with colbert-ai's, untrained, and a note says so."""
+    cfg, colbert_ai = model.config, ColBERTConfig()
+    changes = {
+        name: getattr(colbert_ai, name)
+        for name in ("query_token", "doc_token")
+        if getattr(cfg, name) == ""
+    }
+    if not cfg.query_augmentation:
+        changes["query_augmentation"] = True
+    if not changes:
+        return model
+    print(
+        f"note: colbert-ai checkpoints always have markers and [MASK] query augmentation; "
+        f"writing {', '.join(sorted(changes))} as colbert-ai's (untrained)",
+        file=sys.stderr,
+    )
+    config = dataclasses.replace(cfg, **changes)
+    return ColBERT(
+        model.params,
+        model.bert_config,
+        config,
+        model.tokenizer,
+        model.model_name,
+        model.compute_dtype,
+        model.head,
+    )
 
 
 def _save(model, args, layout=None) -> None:

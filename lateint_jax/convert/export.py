@@ -1,7 +1,7 @@
 """Writing our params back to the PyTorch layouts `convert.load` reads, atomically.
 
 Layouts: "hf" (BertModel-like), "stanford" (colbert-ai: `bert.`/`roberta.` weights + `linear.weight`
-+ `artifact.metadata`), "pylate" (sentence-transformers Transformer + `1_Dense`),
++ `artifact.metadata`), "pylate" (sentence-transformers Transformer + `1_Dense`, `2_Dense`, ... one per head layer),
 "sentence-transformers" (Transformer + Pooling + Normalize), "cross-encoder"
 (`*ForSequenceClassification`). Each directory also gets the tokenizer files. An existing
 directory is replaced only with overwrite=True and only when it is a checkpoint
@@ -16,8 +16,10 @@ import numpy as np
 
 from lateint_jax.convert.files import atomic_directory, write_json
 from lateint_jax.convert.hf_bert import bert_state_dict, head_name_map, write_safetensors
+from lateint_jax.convert.load import DENSE_NAME_MAP
 from lateint_jax.errors import InputError
 from lateint_jax.models.encoder import EncoderConfig
+from lateint_jax.models.projection import LINEAR, as_layers
 
 _BASE_PREFIX = {
     "bert": "bert.",
@@ -74,8 +76,15 @@ def export_hf(params: dict, bert_config: EncoderConfig, tokenizer, path, overwri
 def export_colbert(model, path, layout: str = "stanford", overwrite: bool = False) -> None:
     """A ColBERT (`lateint_jax.encoders.ColBERT`) as a Stanford or PyLate checkpoint."""
     cfg, bert_config = model.config, model.bert_config
-    linear_weight = np.ascontiguousarray(np.asarray(model.params["linear"]["kernel"], np.float32).T)
+    layers = as_layers(model.params["linear"])
     if layout == "stanford":
+        _check_colbert_ai_conventions(cfg)
+        if tuple(model.head) != LINEAR or set(layers[0]) != {"kernel"}:
+            raise InputError(
+                "colbert-ai checkpoints hold one linear map without bias (linear.weight); this "
+                f"head has {len(layers)} Dense layer(s) {list(model.head)}: write layout='pylate'"
+            )
+        linear_weight = _torch_weight(layers[0]["kernel"])
         metadata = {
             "query_maxlen": cfg.query_maxlen,
             "doc_maxlen": cfg.doc_maxlen,
@@ -106,25 +115,14 @@ def export_colbert(model, path, layout: str = "stanford", overwrite: bool = Fals
                 tmp / "sentence_bert_config.json",
                 {"max_seq_length": cfg.doc_maxlen, "do_lower_case": False},
             )
-            dense = tmp / "1_Dense"
-            dense.mkdir()
-            write_safetensors({"linear.weight": linear_weight}, dense / "model.safetensors")
-            write_json(
-                dense / "config.json",
-                {
-                    "in_features": bert_config.hidden_size,
-                    "out_features": cfg.dim,
-                    "bias": False,
-                    "activation_function": "torch.nn.modules.linear.Identity",
-                },
-            )
-            write_json(
-                tmp / "modules.json",
-                [
-                    _module(0, "", "sentence_transformers.models.Transformer"),
-                    _module(1, "1_Dense", "pylate.models.Dense.Dense"),
-                ],
-            )
+            modules = [_module(0, "", "sentence_transformers.models.Transformer")]
+            width = bert_config.hidden_size
+            for i, (params, layer) in enumerate(zip(layers, model.head, strict=True), start=1):
+                folder = f"{i}_Dense"
+                _write_dense(tmp / folder, params, layer, width)
+                width = int(params["kernel"].shape[1])
+                modules.append(_module(i, folder, "pylate.models.Dense.Dense"))
+            write_json(tmp / "modules.json", modules)
             write_json(
                 tmp / "config_sentence_transformers.json",
                 {
@@ -135,12 +133,57 @@ def export_colbert(model, path, layout: str = "stanford", overwrite: bool = Fals
                     "document_length": cfg.doc_maxlen,
                     "attend_to_expansion_tokens": cfg.attend_to_mask_tokens,
                     "skiplist_words": list(_PUNCTUATION) if cfg.mask_punctuation else [],
-                    "do_query_expansion": True,
+                    "do_query_expansion": cfg.query_augmentation,
                     "similarity_fn_name": "MaxSim",
                 },
             )
     else:
         raise InputError(f"unknown ColBERT layout {layout!r} (expected 'stanford' or 'pylate')")
+
+
+def _torch_weight(kernel) -> np.ndarray:
+    """Our kernel [in, out] as torch's weight [out, in]."""
+    return np.ascontiguousarray(np.asarray(kernel, np.float32).T)
+
+
+def _write_dense(folder: Path, params: dict, layer, in_features: int) -> None:
+    """One PyLate Dense folder (config.json, model.safetensors), the inverse of
+    `convert.load.read_dense` through its DENSE_NAME_MAP."""
+    folder.mkdir()
+    tensors = {}
+    for name, key, transform in DENSE_NAME_MAP:
+        if key in params:
+            value = params[key]
+            tensors[name] = (
+                _torch_weight(value) if transform == "linear" else np.asarray(value, np.float32)
+            )
+    write_safetensors(tensors, folder / "model.safetensors")
+    write_json(
+        folder / "config.json",
+        {
+            "in_features": in_features,
+            "out_features": int(params["kernel"].shape[1]),
+            "bias": "bias" in params,
+            "activation_function": layer.torch_name,
+            "use_residual": layer.residual,
+        },
+    )
+
+
+def _check_colbert_ai_conventions(cfg) -> None:
+    """colbert-ai always inserts both markers and augments queries: a model without them
+    cannot be written in its layout (PyLate's can say both)."""
+    for name in ("query_token", "doc_token"):
+        if getattr(cfg, name) == "":
+            raise InputError(
+                f"{name} is empty (no marker): colbert-ai checkpoints always have [Q]/[D] "
+                "markers; write layout='pylate', or load the model with markers"
+            )
+    if not cfg.query_augmentation:
+        raise InputError(
+            "query_augmentation is False: colbert-ai checkpoints always pad queries with "
+            "[MASK]; write layout='pylate', or load the model with query_augmentation=True"
+        )
 
 
 def export_bi_encoder(model, path, overwrite: bool = False) -> None:

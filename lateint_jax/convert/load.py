@@ -2,7 +2,7 @@
 
 Layouts (detected in this order):
 - sentence-transformers (`modules.json`): Transformer at the root or in `0_Transformer`, then
-  Pooling / Normalize (a bi-encoder) or a `Dense` with `linear.weight` (a PyLate ColBERT).
+  Pooling / Normalize (a bi-encoder) or one or more `Dense` modules (a PyLate ColBERT).
 - Stanford ColBERT: Hugging Face weights under `bert.`/`roberta.` plus `linear.weight` [D, H],
   with `artifact.metadata` holding the ColBERT settings.
 - Hugging Face `*ForSequenceClassification` (a cross-encoder head).
@@ -30,6 +30,7 @@ from lateint_jax.convert.hf_bert import (
 from lateint_jax.errors import CheckpointError
 from lateint_jax.models.cross_encoder import init_head
 from lateint_jax.models.encoder import EncoderConfig, encoder_config_from_hf
+from lateint_jax.models.projection import LINEAR, DenseLayer
 
 ST_TRANSFORMER = "sentence_transformers.models.Transformer"
 
@@ -44,7 +45,8 @@ class Checkpoint:
     bert: dict  # the encoder's params (BERT-family or ModernBERT)
     transformer_dir: Path  # where config.json and the tokenizer live
     hf_config: dict = field(default_factory=dict)  # the full config.json (kept for export)
-    linear: dict | None = None  # ColBERT projection {"kernel": [H, D]}
+    linear: dict | list | None = None  # ColBERT head: {"kernel": [H, D]} or a list of layers
+    dense_layers: tuple[DenseLayer, ...] = LINEAR  # what each head layer does (static)
     colbert: dict = field(default_factory=dict)  # ColBERT settings found in the files
     head: dict | None = None  # cross-encoder head
     normalize: bool = False  # sentence-transformers Normalize module present
@@ -98,6 +100,7 @@ def _load_sentence_transformers(model_dir: Path) -> Checkpoint:
     ckpt = _load_hf(model_dir, transformer_dir, layout="sentence-transformers")
     st_config = read_json(transformer_dir / "sentence_bert_config.json", default={})
     ckpt.max_seq_length = st_config.get("max_seq_length")
+    dense: list[tuple[dict, DenseLayer]] = []
     for module, kind in zip(modules[1:], kinds[1:], strict=True):
         path = model_dir / module.get("path", "")
         if kind == "Pooling":
@@ -108,18 +111,18 @@ def _load_sentence_transformers(model_dir: Path) -> Checkpoint:
         elif kind == "Normalize":
             ckpt.normalize = True
         elif kind == "Dense":
-            if ckpt.linear is not None:
-                raise CheckpointError(
-                    f"{model_dir}: more than one Dense module (a multi-layer projection head) "
-                    "is not supported yet"
-                )
-            ckpt.layout = "pylate"
-            ckpt.linear = {"kernel": _read_dense(path, ckpt.bert_config)}
-            ckpt.colbert = _colbert_settings_from_pylate(
-                read_json(model_dir / "config_sentence_transformers.json", default={})
-            )
+            width = ckpt.bert_config.hidden_size if not dense else dense[-1][0]["kernel"].shape[1]
+            dense.append(read_dense(path, width))
         else:
             raise CheckpointError(f"unsupported sentence-transformers module {module.get('type')}")
+    if dense:
+        ckpt.layout = "pylate"
+        params = [p for p, _ in dense]
+        ckpt.linear = params[0] if len(params) == 1 else params
+        ckpt.dense_layers = tuple(layer for _, layer in dense)
+        ckpt.colbert = _colbert_settings_from_pylate(
+            read_json(model_dir / "config_sentence_transformers.json", default={})
+        )
     return ckpt
 
 
@@ -142,18 +145,57 @@ def _projection(weight: np.ndarray, config: EncoderConfig, name: str) -> jnp.nda
     return jnp.asarray(weight.T, jnp.float32)
 
 
-def _read_dense(path: Path, config: EncoderConfig) -> jnp.ndarray:
-    dense_config = read_json(path / "config.json", default={})
-    if dense_config.get("bias"):
-        raise CheckpointError(f"{path}: a Dense layer with a bias is not a ColBERT projection")
-    act = dense_config.get("activation_function", "torch.nn.modules.linear.Identity")
-    if not act.endswith("Identity"):
-        raise CheckpointError(f"{path}: Dense activation {act} is not supported (Identity only)")
+# PyLate's Dense folder: torch name -> our key, transform ("linear": [out, in] -> [in, out]).
+DENSE_NAME_MAP = (
+    ("linear.weight", "kernel", "linear"),
+    ("linear.bias", "bias", "copy"),
+    ("residual.weight", "residual", "linear"),
+)
+DENSE_CONFIG_KEYS = {"in_features", "out_features", "bias", "activation_function", "use_residual"}
+
+
+def read_dense(path: Path, in_features: int) -> tuple[dict, DenseLayer]:
+    """One PyLate / sentence-transformers Dense folder fed `in_features` wide vectors:
+    (its params, its DenseLayer). Unknown config fields, a width that does not chain, a missing
+    or leftover tensor are CheckpointErrors naming it."""
+    config = read_json(path / "config.json")
+    unknown = sorted(set(config) - DENSE_CONFIG_KEYS)
+    if unknown:
+        raise CheckpointError(f"{path / 'config.json'}: unsupported Dense field(s) {unknown}")
+    out_features = config.get("out_features")
+    if not isinstance(out_features, int) or out_features < 1:
+        raise CheckpointError(f"{path / 'config.json'}: out_features is {out_features!r}")
+    if config.get("in_features", in_features) != in_features:
+        raise CheckpointError(
+            f"{path / 'config.json'}: in_features is {config['in_features']} but the layer "
+            f"before gives {in_features}"
+        )
+    layer = DenseLayer.from_torch_name(
+        config.get("activation_function", "torch.nn.modules.linear.Identity"),
+        residual=bool(config.get("use_residual", False)),
+    )
+    wanted = {"linear.weight"}
+    if config.get("bias", True):  # sentence-transformers' and PyLate's default: a bias
+        wanted.add("linear.bias")
+    if layer.residual and out_features != in_features:
+        wanted.add("residual.weight")
     state = read_state_dict(path)
-    if "linear.weight" not in state:
-        raise CheckpointError(f"{path} lacks tensor linear.weight")
-    check_all_used(state, {"linear.weight"}, str(path))
-    return _projection(state["linear.weight"], config, f"{path.name}/linear.weight")
+    params = {}
+    for name, key, transform in DENSE_NAME_MAP:
+        if name not in wanted:
+            continue
+        if name not in state:
+            raise CheckpointError(f"{path} lacks tensor {name}")
+        value = np.asarray(state[name])
+        want = (out_features,) if transform == "copy" else (out_features, in_features)
+        if value.shape != want:
+            raise CheckpointError(
+                f"tensor {path.name}/{name} has shape {tuple(value.shape)} but config.json "
+                f"expects {want}"
+            )
+        params[key] = jnp.asarray(value.T if transform == "linear" else value, jnp.float32)
+    check_all_used(state, wanted, str(path))
+    return params, layer
 
 
 def _take_head(state, config: EncoderConfig, hf_config: dict, used: set[str]) -> dict:
@@ -199,6 +241,7 @@ def _colbert_settings_from_pylate(st_config: dict) -> dict:
         "attend_to_expansion_tokens": "attend_to_mask_tokens",
         "query_prefix": "query_token",
         "document_prefix": "doc_token",
+        "do_query_expansion": "query_augmentation",
     }
     for theirs, ours in pairs.items():
         if st_config.get(theirs) is not None:

@@ -1,6 +1,7 @@
-"""The ColBERT encoder: BERT -> linear projection (no bias) -> L2 normalisation, per token.
+"""The ColBERT encoder: BERT -> projection head -> L2 normalisation, per token.
 
-params = {"bert": bert params, "linear": {"kernel": [H, D]}}.
+params = {"bert": bert params, "linear": {"kernel": [H, D]}} (colbert-ai's linear map, no bias),
+or "linear" a list of Dense layers (PyLate's multi-layer heads, `models/projection.py`).
 Einsum letters: B batch, T tokens, H hidden, D embedding dim.
 """
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from lateint_jax.errors import CheckpointError
 from lateint_jax.models.encoder import EncoderConfig, encoder_forward
+from lateint_jax.models.projection import LINEAR, DenseLayer, project
 
 FRAMINGS = ("colbert-ai", "pylate")
 
@@ -27,8 +29,13 @@ class ColBERTConfig:
     dim: int = 128
     attend_to_mask_tokens: bool = False
     mask_punctuation: bool = True
+    # Marker tokens after [CLS]; "" means no marker (PyLate's empty prefix).
     query_token: str = "[unused0]"
     doc_token: str = "[unused1]"
+    # colbert-ai's query augmentation: pad every query with [MASK] to query_maxlen and score
+    # those vectors. Without it (PyLate's do_query_expansion=False) the padding gets zero
+    # vectors, which add nothing to any MaxSim score.
+    query_augmentation: bool = True
     # Where the marker goes: "colbert-ai" tokenises ". " + text and overwrites the "." with it
     # (colbert-ai's and Stanford checkpoints' way); "pylate" tokenises the text alone and
     # inserts it after [CLS]. The same for WordPiece; BPE tokenizers split the first word
@@ -52,14 +59,32 @@ class ColBERTConfig:
         return asdict(self)
 
 
+def untrained_settings(hidden_size: int, max_seq_length: int | None) -> dict:
+    """ColBERT settings for a checkpoint without a ColBERT head (plain BERT, sentence-transformers).
+
+    Nothing in such a model was trained with ColBERT's conventions, so none is added: no
+    [Q]/[D] markers (their embeddings are untrained), no [MASK] query augmentation (untrained
+    vectors that would count in every score), and the identity head (dim = H: a random
+    projection can only blur the similarities the encoder learnt). Documents keep the
+    checkpoint's own max_seq_length when it states one (sentence_bert_config.json).
+    """
+    out = {"query_token": "", "doc_token": "", "query_augmentation": False, "dim": hidden_size}
+    if max_seq_length:
+        out["doc_maxlen"] = int(max_seq_length)
+    return out
+
+
 def init_projection(hidden_size: int, dim: int, seed: int = 0) -> dict:
     """A deterministic projection [H, D] for a checkpoint without a ColBERT head.
 
+    dim == H gives the identity (any rotation would leave every MaxSim score unchanged).
     A random orthogonal map (rows of an orthonormal basis) scaled by sqrt(H / D): it preserves
     angles between token vectors as well as a linear map to fewer dimensions can on average,
     so MaxSim ranks sensibly before any training. The scale does not matter after L2
     normalisation; it keeps the pre-normalisation norms comparable to the hidden states.
     """
+    if dim == hidden_size:
+        return {"kernel": jnp.eye(hidden_size, dtype=jnp.float32)}
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((max(hidden_size, dim), min(hidden_size, dim)))
     q, r = np.linalg.qr(a)
@@ -81,19 +106,15 @@ def colbert_forward(
     input_ids: jax.Array,
     attention_mask: jax.Array,
     compute_dtype=jnp.float32,
+    head: tuple[DenseLayer, ...] = LINEAR,
 ) -> jax.Array:
     """Normalised token embeddings [B, T, D] float32 of input_ids/attention_mask [B, T].
 
     Every position gets a vector (padding included); callers drop padding and skiplist
-    tokens from documents and keep all query positions.
+    tokens from documents and keep all query positions. `head` (static) describes the
+    layers of params["linear"].
     """
     hidden = encoder_forward(
         params["bert"], bert_config, input_ids, attention_mask, compute_dtype=compute_dtype
     )
-    projected = jnp.einsum(
-        "BTH,HD->BTD",
-        hidden.astype(compute_dtype),
-        params["linear"]["kernel"].astype(compute_dtype),
-        preferred_element_type=jnp.float32,
-    )
-    return l2_normalize(projected)
+    return l2_normalize(project(params["linear"], head, hidden, compute_dtype))

@@ -1,14 +1,15 @@
 """The offline demo: an index of the small corpus the package ships, built once and reused.
 
 `serve.py` with no `--index` serves it. The index is cached under `$LATEINT_CACHE` (default
-`~/.cache/lateint-jax`) in a folder named after a hash of the corpus and the model, so editing
-either builds a fresh one; the index writer builds aside and renames, so an interrupted build
+`~/.cache/lateint-jax`) in a folder named after a hash of the corpus, the model and its ColBERT
+settings, so changing any of them builds a fresh one; the index writer builds aside and renames, so an interrupted build
 never leaves a half index behind.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -23,8 +24,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LATEINT_CACHE", Path.home() / ".cache" / "lateint-jax"))
 
 
-def demo_index_dir(model_name: str, corpus_path: Path = DEMO_CORPUS) -> Path:
-    digest = hashlib.sha256(corpus_path.read_bytes() + model_name.encode()).hexdigest()[:12]
+def demo_index_dir(model_name: str, settings: dict, corpus_path: Path = DEMO_CORPUS) -> Path:
+    """The cache folder for this corpus, model and ColBERT settings (a change of the default's
+    settings, as in issue 13, must not reuse an index its query encoder no longer matches)."""
+    key = model_name.encode() + json.dumps(settings, sort_keys=True).encode()
+    digest = hashlib.sha256(corpus_path.read_bytes() + key).hexdigest()[:12]
     return cache_dir() / f"demo-index-{digest}"
 
 
@@ -42,7 +46,7 @@ def build_corpus_index(encoder, corpus, index_dir: Path) -> None:
 
 def ensure_demo_index(encoder, corpus, model_name: str, log=print) -> Path:
     """The demo index folder, built on first use."""
-    index_dir = demo_index_dir(model_name)
+    index_dir = demo_index_dir(model_name, encoder.colbert.config.to_dict())
     try:
         read_metadata(index_dir)
         return index_dir

@@ -57,9 +57,11 @@ class CompiledColBERT(_Compiled):
         return self.colbert.tokenize_queries(texts)
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
-        """texts -> [B, Q, D] float32 (every query position kept, as ColBERT scores them)."""
+        """texts -> [B, Q, D] float32 (every query position kept, as ColBERT scores them;
+        those outside the token mask, padding without query augmentation, are zeros)."""
         tokens = self.tokenize_queries(texts)
-        return self._run(np.asarray(tokens["input_ids"]), np.asarray(tokens["attention_mask"]))
+        vectors = self._run(np.asarray(tokens["input_ids"]), np.asarray(tokens["attention_mask"]))
+        return vectors * np.asarray(tokens["token_mask"], np.float32)[:, :, None]
 
     def tokenize_documents(self, texts: list[str]) -> dict[str, np.ndarray]:
         return self.colbert.tokenize_documents(texts, length=self.doc_maxlen)
@@ -72,8 +74,11 @@ class CompiledColBERT(_Compiled):
         return [embedded[i][keep[i]] for i in range(len(texts))]
 
     def query_tokens(self, text: str) -> list[str]:
-        """The Q token strings of one query as the encoder sees it ([Q] marker, [MASK]s)."""
-        return self._token_strings(self.tokenize_queries([text])["input_ids"][0])
+        """The token strings of one query whose vectors count in MaxSim, in position order:
+        all query_maxlen ([Q] marker, [MASK]s) with query augmentation, else the text's."""
+        tokens = self.tokenize_queries([text])
+        keep = np.asarray(tokens["token_mask"][0]).astype(bool)
+        return self._token_strings(np.asarray(tokens["input_ids"][0])[keep])
 
     def document_tokens(self, text: str) -> list[str]:
         """The T token strings of one document that have an embedding (skiplist removed)."""

@@ -27,6 +27,7 @@ from lateint_jax.models.bert import init_bert_params, tiny_bert_config
 from lateint_jax.models.bi_encoder import bi_encoder_forward
 from lateint_jax.models.colbert import ColBERTConfig, colbert_forward, init_projection
 from lateint_jax.models.cross_encoder import cross_encoder_forward, init_head
+from lateint_jax.models.projection import LINEAR, output_dim
 from lateint_jax.training.config import TrainConfig
 
 
@@ -67,23 +68,31 @@ def _colbert(config: TrainConfig, fixed_lengths: bool) -> Task:
     settings = ColBERTConfig(
         query_maxlen=config.query_maxlen, doc_maxlen=config.doc_maxlen, dim=config.dim
     )
+    head = LINEAR
     if ckpt is not None and ckpt.linear is not None:
-        linear = ckpt.linear
-        if linear["kernel"].shape[1] != config.dim:
+        linear, head = ckpt.linear, ckpt.dense_layers
+        if output_dim(linear) != config.dim:
             raise InputError(
-                f"{config.model} has a {linear['kernel'].shape[1]}-d ColBERT head but dim={config.dim}"
+                f"{config.model} has a {output_dim(linear)}-d ColBERT head but dim={config.dim}"
             )
         settings = ColBERTConfig.from_dict({**ckpt.colbert, **settings.to_dict()})
     else:
         linear = init_projection(bert_config.hidden_size, config.dim, seed=0)
     params = {"bert": bert, "linear": linear}
-    model = ColBERT(params, bert_config, settings, tokenizer, str(config.model or "default"))
+    model = ColBERT(
+        params, bert_config, settings, tokenizer, str(config.model or "default"), head=head
+    )
     dtype, K = _dtype(config), config.nway
 
     def loss_fn(params, batch, key):
         B, _, T = batch["doc_input_ids"].shape
         q = colbert_forward(
-            params, bert_config, batch["query_input_ids"], batch["query_attention_mask"], dtype
+            params,
+            bert_config,
+            batch["query_input_ids"],
+            batch["query_attention_mask"],
+            dtype,
+            head,
         )
         d = colbert_forward(
             params,
@@ -91,6 +100,7 @@ def _colbert(config: TrainConfig, fixed_lengths: bool) -> Task:
             batch["doc_input_ids"].reshape(B * K, T),
             batch["doc_attention_mask"].reshape(B * K, T),
             dtype,
+            head,
         )
         d = d.reshape(B, K, T, -1)
         token_mask = batch["doc_token_mask"].astype(bool)
@@ -124,7 +134,7 @@ def _colbert(config: TrainConfig, fixed_lengths: bool) -> Task:
         return batch
 
     def export(params, folder: Path) -> list[Path]:
-        trained = ColBERT(params, bert_config, settings, tokenizer, model.model_name)
+        trained = ColBERT(params, bert_config, settings, tokenizer, model.model_name, head=head)
         written = []
         for layout in config.export_layouts:
             target = folder / f"model_{layout}"

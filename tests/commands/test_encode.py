@@ -54,7 +54,7 @@ def test_text_file_queries_and_biencoder(tmp_path, colbert):
     )
     q = np.load(tmp_path / "q.npz")
     assert (
-        "ids" not in q and list(q["lengths"]) == [16, 16, 16] and q["embeddings"].shape == (48, 128)
+        "ids" not in q and list(q["lengths"]) == [16, 16, 16] and q["embeddings"].shape == (48, 384)
     )
     assert main(["encode", str(path), str(tmp_path / "b.npz"), "--kind", "biencoder"]) == 0
     b = np.load(tmp_path / "b.npz")["embeddings"]

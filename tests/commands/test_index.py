@@ -64,7 +64,7 @@ def test_index_metadata(colbert_index):
     assert arrays.doc_ids == [str(i) for i in range(30)] and arrays.nbits == 2
     model = arrays.metadata["model"]
     assert model["name"] == "default" and model["kind"] == "colbert"
-    assert model["colbert_config"]["doc_maxlen"] == 32 and arrays.dim == 128
+    assert model["colbert_config"]["doc_maxlen"] == 32 and arrays.dim == 384  # identity head
     assert (arrays.doc_lengths >= 3).all() and (arrays.doc_lengths <= 32).all()
 
 

@@ -51,7 +51,7 @@ out = {}
 for i, job in enumerate(jobs):
     model = models.ColBERT(model_name_or_path=job["path"], device="cpu", **job.get("kwargs", {}))
     q = model.encode(job["queries"], is_query=True)
-    d = model.encode(job["docs"], is_query=False)
+    d = model.encode(job["docs"], is_query=False, pool_factor=job.get("pool_factor", 1))
     for j, x in enumerate(q):
         out[f"{i}_q{j}"] = np.asarray(x)
     for j, x in enumerate(d):
@@ -202,19 +202,76 @@ def test_encoding_compiles_one_shape_per_bucket():
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_default_model_gets_a_deterministic_orthogonal_projection():
+def test_default_model_is_an_honest_untrained_colbert():
+    """No ColBERT head: no markers, no [MASK] augmentation, the identity head (384-d), the
+    checkpoint's own max_seq_length; a smaller dim gets the seeded orthogonal projection."""
     a = ColBERT.from_pretrained(None)
+    assert (a.config.query_token, a.config.doc_token) == ("", "")
+    assert not a.config.query_augmentation and (a.config.dim, a.config.doc_maxlen) == (384, 256)
+    np.testing.assert_array_equal(np.asarray(a.params["linear"]["kernel"]), np.eye(384))
     b = ColBERT.from_pretrained("default", dim=64)
-    kernel = np.asarray(a.params["linear"]["kernel"])
-    assert kernel.shape == (384, 128) and b.params["linear"]["kernel"].shape == (384, 64)
-    np.testing.assert_array_equal(kernel, np.asarray(init_projection(384, 128, seed=0)["kernel"]))
-    gram = kernel.T @ kernel * (128 / 384)
-    np.testing.assert_allclose(gram, np.eye(128), atol=1e-5)
+    kernel = np.asarray(b.params["linear"]["kernel"])
+    np.testing.assert_array_equal(kernel, np.asarray(init_projection(384, 64, seed=0)["kernel"]))
+    np.testing.assert_allclose(kernel.T @ kernel * (64 / 384), np.eye(64), atol=1e-5)
+    tok = a.tokenizer
+    enc = a.tokenize_queries(["what do cats eat?"])
+    n = int(enc["attention_mask"][0].sum())
+    assert list(enc["input_ids"][0, :n]) == [
+        tok.cls_id,
+        *tok.raw_ids(["what do cats eat?"])[0],
+        tok.sep_id,
+    ]
+    np.testing.assert_array_equal(enc["token_mask"], enc["attention_mask"])
     q = a.encode_queries(["what do cats eat?"])
+    assert q.shape == (1, 32, 384) and not q[0, n:].any()  # padding: zero vectors, count 0
+    np.testing.assert_allclose(np.linalg.norm(q[0, :n], axis=1), 1, atol=1e-5)
     docs = a.encode_documents(["Cats eat meat and fish.", "Stock markets fell sharply today."])
+    assert len(docs[0]) == len(tok.raw_ids(["Cats eat meat and fish"])[0]) + 2  # [CLS] ... [SEP]
     scores = [float((q[0] @ d.T).max(axis=1).sum()) for d in docs]
     assert scores[0] > scores[1]
     assert default_model_dir().exists()
+
+
+def test_colbert_ai_conventions_on_the_default_reproduce_the_old_default():
+    """An index built before issue 13 records colbert-ai's settings (its config has no
+    query_augmentation key); loading with them gives the markers, [MASK] and the 128-d head."""
+    old = ColBERT.from_pretrained(None, config=ColBERTConfig.from_dict({"dim": 128}))
+    assert old.config.query_token == "[unused0]" and old.config.query_augmentation
+    kernel = np.asarray(old.params["linear"]["kernel"])
+    np.testing.assert_array_equal(kernel, np.asarray(init_projection(384, 128, seed=0)["kernel"]))
+    enc = old.tokenize_queries(["cats"])
+    assert enc["input_ids"][0, 1] == old.tokenizer.token_id("[unused0]") and enc["token_mask"].all()
+    assert old.encode_queries(["cats"])[0, -1].any()  # [MASK] vectors count
+
+
+def test_no_markers_no_augmentation_matches_pylate(tmp_path, seed):
+    """PyLate's empty prefixes and do_query_expansion=False (the untrained default's settings,
+    written in PyLate's layout): the same vectors; PyLate drops query padding, ours is zeros."""
+    model = tiny_colbert(
+        seed, query_maxlen=12, doc_maxlen=20, query_token="", doc_token="", query_augmentation=False
+    )
+    model.save_pretrained(tmp_path / "pylate", layout="pylate")
+    settings = json.loads((tmp_path / "pylate" / "config_sentence_transformers.json").read_text())
+    assert settings["query_prefix"] == "" and settings["do_query_expansion"] is False
+    with pytest.raises(InputError, match="query_token is empty"):
+        model.save_pretrained(tmp_path / "stanford", layout="stanford")
+    ref = run_pylate(
+        [{"path": str(tmp_path / "pylate"), "queries": QUERIES, "docs": DOCS}], tmp_path
+    )
+    again = ColBERT.from_pretrained(tmp_path / "pylate")
+    assert again.config == dataclasses.replace(model.config, framing="pylate")
+    for m in (model, again):
+        queries, mask = m.encode_queries(QUERIES), m.tokenize_queries(QUERIES)["token_mask"]
+        for j in range(len(QUERIES)):
+            keep = mask[j].astype(bool)
+            assert not queries[j][~keep].any()
+            np.testing.assert_allclose(
+                queries[j][keep], ref[f"0_q{j}"], atol=ATOL, rtol=0, err_msg=f"q{j} seed={seed}"
+            )
+        for j, doc in enumerate(m.encode_documents(DOCS)):
+            np.testing.assert_allclose(
+                doc, ref[f"0_d{j}"], atol=ATOL, rtol=0, err_msg=f"d{j} seed={seed}"
+            )
 
 
 def test_bad_input():
