@@ -77,6 +77,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="ColBERT: continue an interrupted build of INDEX_DIR (same corpus and settings)",
     )
+    parser.add_argument(
+        "--pool-factor",
+        type=int,
+        default=1,
+        help="ColBERT: hierarchical token pooling keeps about 1/N of each passage's vectors "
+        "(PyLate's rule; 1 = none)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -98,6 +105,10 @@ def _check_args(args) -> None:
         raise InputError(f"--num-centroids must be positive, got {args.num_centroids}")
     if args.doc_maxlen is not None and args.doc_maxlen < 3:
         raise InputError(f"--doc-maxlen must be at least 3, got {args.doc_maxlen}")
+    if args.pool_factor < 1:
+        raise InputError(f"--pool-factor must be at least 1, got {args.pool_factor}")
+    if args.kind != "colbert" and args.pool_factor != 1:
+        raise InputError("--pool-factor applies to a ColBERT index only")
     args.memory_budget_bytes = parse_bytes(args.memory_budget)
     if args.memory_budget_bytes < MIN_MEMORY_BUDGET:
         raise InputError(f"--memory-budget must be at least 1MiB, got {args.memory_budget!r}")
@@ -108,8 +119,9 @@ class EncodedPassages:
     pass; its len() gives build_index's progress bar a total). The first `skip` passages, which
     a resumed build counts off without reading (index.ingest), are not encoded: None stands in."""
 
-    def __init__(self, encoder, texts, batch_size: int, skip: int = 0):
+    def __init__(self, encoder, texts, batch_size: int, skip: int = 0, pool_factor: int = 1):
         self.encoder, self.texts, self.batch_size, self.skip = encoder, texts, batch_size, skip
+        self.pool_factor = pool_factor
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -119,7 +131,9 @@ class EncodedPassages:
         group = self.batch_size * ENCODE_GROUP_BATCHES
         for start in range(self.skip, len(self.texts), group):
             part = self.texts[start : start + group]
-            yield from self.encoder.encode_documents(part, batch_size=self.batch_size)
+            yield from self.encoder.encode_documents(
+                part, batch_size=self.batch_size, pool_factor=self.pool_factor
+            )
 
 
 def run(args) -> int:
@@ -142,7 +156,7 @@ def run(args) -> int:
         overrides = {} if args.doc_maxlen is None else {"doc_maxlen": args.doc_maxlen}
         encoder = ColBERT.from_pretrained(model_name, **overrides)
         skip = finished_documents(args.index_dir) if args.resume else 0
-        passages = EncodedPassages(encoder, corpus.texts, args.batch_size, skip)
+        passages = EncodedPassages(encoder, corpus.texts, args.batch_size, skip, args.pool_factor)
         arrays = build_index(
             passages,
             corpus.ids,
@@ -153,6 +167,7 @@ def run(args) -> int:
             num_centroids=args.num_centroids,
             seed=args.seed,
             encoder=encoder,
+            metadata={"pool_factor": args.pool_factor},
             overwrite=args.overwrite,
             progress=progress,
         )

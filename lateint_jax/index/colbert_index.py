@@ -122,7 +122,9 @@ class ColBERTIndex(Index):
     def _queries(self, queries, query_lengths) -> tuple:
         """Queries as [B, Q, D] float32 plus each one's real token count [B]: a list of
         [Q_i, D] arrays of different lengths is packed, or `query_lengths` says how many
-        leading tokens of each row are real (the rest are padding and count for nothing)."""
+        leading tokens of each row are real (the rest are padding and count for nothing).
+        Without either, trailing all-zero token vectors (what an encoder without query
+        augmentation returns for padding) are padding: they add exactly 0 to any MaxSim."""
         ragged = isinstance(queries, list | tuple) and len(queries) > 0
         if ragged and all(np.ndim(q) == 2 for q in queries):
             if query_lengths is not None:
@@ -134,8 +136,10 @@ class ColBERTIndex(Index):
                 for q in queries
             ])  # fmt: skip
         array = check_queries(queries, self.dim, rank=self.query_rank)
-        if query_lengths is None:
-            return array, np.full(array.shape[0], array.shape[1], np.int64)
+        if query_lengths is None:  # trailing all-zero vectors (unaugmented padding) add nothing
+            nonzero = array.any(axis=2)
+            last = array.shape[1] - np.argmax(nonzero[:, ::-1], axis=1)
+            return array, np.maximum(np.where(nonzero.any(axis=1), last, 1), 1).astype(np.int64)
         lengths = np.asarray(query_lengths)
         if lengths.shape != (array.shape[0],) or not np.issubdtype(lengths.dtype, np.integer):
             raise InputError(

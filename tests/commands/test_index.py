@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
+import lateint_jax as lj
 from lateint_jax.cli import main
 from lateint_jax.commands import index as index_command
 from lateint_jax.index import build_state
@@ -244,3 +245,23 @@ def test_interrupted_build_resumes_without_encoding_finished_chunks(tmp_path, mo
     whole, resumed = load_index(tmp_path / "whole"), load_index(tmp_path / "resumed")
     for name in ("centroids", "bucket_weights", "codes", "residuals", "doc_offsets"):
         np.testing.assert_array_equal(getattr(whole, name), getattr(resumed, name), err_msg=name)
+
+
+def test_pool_factor_stores_fewer_vectors_and_still_finds(colbert_index, corpus_file, tmp_path):
+    pooled = tmp_path / "pooled"
+    argv = ["index", str(corpus_file), str(pooled), "--doc-maxlen", "32", "--quiet"]
+    assert main([*argv, "--pool-factor", "2"]) == 0
+    full, half = lj.open_index(colbert_index), lj.open_index(pooled)
+    assert half.metadata["pool_factor"] == 2
+    ratio = half.stats()["token_vectors"] / full.stats()["token_vectors"]
+    assert 0.4 <= ratio <= 0.6, ratio
+    queries = lj.ColBERT.from_pretrained(None).encode_queries([PASSAGES[4]])
+    assert half.search(queries, k=1)[0][0][0] == full.search(queries, k=1)[0][0][0] == "4"
+
+
+def test_bad_pool_factor(corpus_file, tmp_path, capsys):
+    assert main(["index", str(corpus_file), str(tmp_path / "i"), "--pool-factor", "0"]) == 2
+    assert "--pool-factor must be at least 1" in capsys.readouterr().err
+    argv = ["index", str(corpus_file), str(tmp_path / "j"), "--kind", "biencoder"]
+    assert main([*argv, "--pool-factor", "2"]) == 2
+    assert "ColBERT index only" in capsys.readouterr().err

@@ -93,6 +93,19 @@ def test_queries_of_different_lengths_in_one_call(corpus, index, rng, seed):
     np.testing.assert_allclose(scores_of(trimmed), scores_of(alone), rtol=1e-5)
 
 
+def test_trailing_zero_vectors_are_padding(corpus, index, seed):
+    """A query padded with zero vectors (an unaugmented encoder's padding) ranks and scores as
+    the query without them, and probes no more than it."""
+    query = queries_like(corpus[0], 1, length=5, seed=seed)[0]
+    padded = np.concatenate([query, np.zeros((11, query.shape[1]), np.float32)])
+    for knobs in ({}, {"rerank": 0}):
+        alone, with_zeros = index.search(query, k=5, **knobs), index.search(padded, k=5, **knobs)
+        assert ids_of(with_zeros) == ids_of(alone), knobs
+        np.testing.assert_allclose(scores_of(with_zeros), scores_of(alone), rtol=1e-5)
+    _, lengths = index._queries(padded[None], None)
+    assert lengths.tolist() == [5]
+
+
 def test_one_device_and_eight_rank_the_same(corpus, index, seed):
     if len(jax.devices()) < 8:
         pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=8")
