@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engines import write_report
+from engines import timed_per_query, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "index_scaling.json"
@@ -142,13 +142,7 @@ def make_queries(samples, count: int, seed: int = 1) -> np.ndarray:
 
 def per_query_ms(search, queries, batch: bool) -> float:
     search(queries if batch else queries[:1])  # compile this shape first
-    start = time.perf_counter()
-    if batch:
-        search(queries)
-    else:
-        for query in queries:
-            search(query[None])
-    return (time.perf_counter() - start) * 1e3 / len(queries)
+    return timed_per_query(search, queries, batch)
 
 
 def measure(size: int, queries_count: int, exact_max: int, memory_budget: int | None) -> dict:

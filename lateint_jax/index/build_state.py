@@ -145,21 +145,13 @@ class BuildState:
         return self.folder / f"compressed-{chunk:05d}.npz"
 
     def write_spill(self, chunk: int, vectors: np.ndarray) -> None:
-        array = np.ascontiguousarray(vectors, np.float32)
-        write_atomically(
-            self.spill_path(chunk),
-            lambda f: np.lib.format.write_array(f, array, allow_pickle=False),
-        )
+        _write_array(self.spill_path(chunk), np.ascontiguousarray(vectors, np.float32))
 
     def lengths_path(self, chunk: int) -> Path:
         return self.folder / f"lengths-{chunk:05d}.npy"
 
     def write_lengths(self, chunk: int, lengths: np.ndarray) -> None:
-        array = np.asarray(lengths, np.int64)
-        write_atomically(
-            self.lengths_path(chunk),
-            lambda f: np.lib.format.write_array(f, array, allow_pickle=False),
-        )
+        _write_array(self.lengths_path(chunk), np.asarray(lengths, np.int64))
 
     def read_lengths(self, chunk: int) -> np.ndarray:
         return np.load(self.lengths_path(chunk), allow_pickle=False)
@@ -230,3 +222,8 @@ def _check_fingerprint(folder: Path, manifest: dict, fingerprint: dict) -> None:
             f"cannot resume the build in {folder}: its settings differ ({details}); rerun with "
             f"the same settings, or without resume to start over"
         )
+
+
+def _write_array(path: Path, array: np.ndarray) -> None:
+    """One .npy file, written atomically."""
+    write_atomically(path, lambda f: np.lib.format.write_array(f, array, allow_pickle=False))
