@@ -409,9 +409,10 @@ def entry_slots(total: int) -> int:
 
 
 def most_entries(shards: WarpShards, query_tokens: int, nprobe: int) -> int:
-    """The most tokens one query of `query_tokens` tokens can probe in any shard."""
-    probes = min(query_tokens * nprobe, shards.list_sizes.shape[1])
-    return int(shards.list_sizes[:, probes - 1].max())
+    """The most tokens one query of `query_tokens` tokens can probe in any shard: each token
+    may probe the same `nprobe` largest lists (a query of repeated tokens does)."""
+    probes = min(nprobe, shards.list_sizes.shape[1])
+    return query_tokens * int(shards.list_sizes[:, probes - 1].max())
 
 
 def token_slots(total: int) -> int:

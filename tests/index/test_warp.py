@@ -158,3 +158,25 @@ def test_padding_rows_and_tokens_probe_nothing(corpus, index):
     _, none = warp._probe(query, np.zeros_like(mask), shards.centroids, shards.cell_offsets,
                           statics=shards.statics, nprobe=2)  # fmt: skip
     assert int(none[0]) == 0
+
+
+def test_no_compilation_for_a_query_of_repeated_tokens(seed):
+    """Warm-up must cover the largest probe a query can make: every token probing the same
+    largest lists. A corpus with one crowded direction and a query repeating it."""
+    from lateint_jax import compilations
+    from lateint_jax.index.base import SearchShape
+
+    rng = np.random.default_rng(seed)
+    hub = rng.standard_normal(32).astype(np.float32)
+    hub /= np.linalg.norm(hub)
+    docs = []
+    for _ in range(200):
+        tokens = rng.standard_normal((10, 32)).astype(np.float32)
+        tokens[:5] = hub + 0.01 * tokens[:5]
+        docs.append(tokens / np.linalg.norm(tokens, axis=1, keepdims=True))
+    arrays = build_index(docs, [f"d{i}" for i in range(200)], progress=False, seed=seed % 1000)
+    index = ColBERTIndex(arrays, devices=jax.devices()[:1])
+    index.warmup([SearchShape(batch=1, k=10, query_tokens=8)])
+    before = compilations.count()
+    index.search(np.repeat(hub[None], 8, axis=0), k=10)
+    assert compilations.count() == before, f"seed {seed}"
