@@ -8,10 +8,7 @@ its own venv (see docs/ENCODERS.md); the tests run it as a subprocess and skip w
 
 import dataclasses
 import json
-import os
 import string
-import subprocess
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -24,12 +21,9 @@ from lateint_jax.encoders import ColBERT, load_tokenizer
 from lateint_jax.errors import InputError
 from lateint_jax.models.bert import init_bert_params
 from lateint_jax.models.colbert import ColBERTConfig, init_projection
+from tests import reference_python
 from tests.tiny_models import tiny_bert
 
-REPO = Path(__file__).resolve().parents[2]
-PYLATE_PYTHON = Path(
-    os.environ.get("LATEINT_PYLATE_PYTHON", REPO / ".bench-venvs" / "pylate" / "bin" / "python")
-)
 TINY = tiny_bert()  # the packaged tokenizer's vocabulary
 DIM = 16
 # Parity tolerance: float32 on both sides (PyLate runs torch), only the summation order
@@ -74,31 +68,7 @@ def tiny_colbert(seed, **config) -> ColBERT:
 
 
 def run_pylate(jobs, tmp_path) -> dict:
-    if not PYLATE_PYTHON.exists():
-        pytest.skip(
-            f"PyLate reference venv not found at {PYLATE_PYTHON} (set LATEINT_PYLATE_PYTHON; "
-            "recipe in docs/ENCODERS.md)"
-        )
-    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
-    (tmp_path / "ref.py").write_text(PYLATE_SCRIPT)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("XLA_FLAGS", None)
-    proc = subprocess.run(
-        [
-            str(PYLATE_PYTHON),
-            str(tmp_path / "ref.py"),
-            str(tmp_path / "jobs.json"),
-            str(tmp_path / "ref.npz"),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return dict(np.load(tmp_path / "ref.npz"))
+    return reference_python.run_pylate(PYLATE_SCRIPT, jobs, tmp_path, "ref")
 
 
 def test_matches_pylate_on_stanford_and_pylate_exports(tmp_path, seed):

@@ -6,7 +6,6 @@ PyLate runs in its own venv (docs/ENCODERS.md), as a subprocess; the parity test
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +14,9 @@ import pytest
 from lateint_jax.encoders import ColBERT
 from lateint_jax.errors import CheckpointError, InputError
 from lateint_jax.models.projection import DenseLayer
+from tests.reference_python import run_pylate
 from tests.tiny_models import save_tiny_model
 
-REPO = Path(__file__).resolve().parents[2]
-PYLATE_PYTHON = Path(
-    os.environ.get("LATEINT_PYLATE_PYTHON", REPO / ".bench-venvs" / "pylate" / "bin" / "python")
-)
 ATOL = 1e-4  # float32 both sides, unit vectors: only the summation order differs
 QUERIES = ["what is a cat?", "", "a very long query with many many words that surely goes past"]
 DOCS = ["Cats are small, furry animals; they purr!", "", "word, " * 30]
@@ -55,17 +51,7 @@ np.savez(sys.argv[2], **{f"q{i}": x for i, x in enumerate(q)}, **{f"d{i}": x for
 
 
 def pylate_encode(tmp_path: Path, job: dict, name: str) -> dict:
-    if not PYLATE_PYTHON.exists():
-        pytest.skip(f"PyLate reference venv not found at {PYLATE_PYTHON} (docs/ENCODERS.md)")
-    (tmp_path / f"{name}.json").write_text(json.dumps(job))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("XLA_FLAGS", None)
-    done = subprocess.run(
-        [str(PYLATE_PYTHON), "-c", PYLATE_JOB, tmp_path / f"{name}.json", tmp_path / f"{name}.npz"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return dict(np.load(tmp_path / f"{name}.npz"))
+    return run_pylate(PYLATE_JOB, job, tmp_path, name)
 
 
 @pytest.fixture(scope="module")

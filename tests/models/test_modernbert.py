@@ -8,8 +8,6 @@ Tolerance: float32 on both sides, only the summation order differs: 1e-4 absolut
 """
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -20,6 +18,7 @@ from lateint_jax.convert.load import load_checkpoint
 from lateint_jax.encoders import BiEncoder, ColBERT, CrossEncoder
 from lateint_jax.errors import CheckpointError
 from lateint_jax.models.modernbert import ModernBertConfig, modernbert_forward
+from tests.reference_python import PYLATE_PYTHON, run_pylate, run_python
 from tests.tiny_models import TINY_MODERNBERT, save_tiny_model, tiny_config
 
 torch = pytest.importorskip("torch")
@@ -27,9 +26,6 @@ transformers = pytest.importorskip("transformers")
 
 ATOL = 1e-4
 REPO = Path(__file__).resolve().parents[2]
-PYLATE_PYTHON = Path(
-    os.environ.get("LATEINT_PYLATE_PYTHON", REPO / ".bench-venvs" / "pylate" / "bin" / "python")
-)
 TEXTS = [
     "The moon pulls the sea, making the tides rise and fall twice a day along every coast.",
     "bread",
@@ -185,22 +181,8 @@ np.savez(sys.argv[2], **{f"q{i}": x for i, x in enumerate(q)}, **{f"d{i}": x for
 """
 
 
-def run_python(python, script: str, *args, cwd) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("XLA_FLAGS", None)
-    done = subprocess.run(
-        [str(python), "-c", script, *map(str, args)],
-        capture_output=True, text=True, env=env, cwd=cwd, timeout=300, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
 def pylate_encode(tmp_path, job: dict, name: str) -> dict:
-    (tmp_path / f"{name}.json").write_text(json.dumps(job))
-    run_python(
-        PYLATE_PYTHON, PYLATE_JOB, tmp_path / f"{name}.json", tmp_path / f"{name}.npz", cwd=tmp_path
-    )
-    return dict(np.load(tmp_path / f"{name}.npz"))
+    return run_pylate(PYLATE_JOB, job, tmp_path, name)
 
 
 def test_pylate_colbert_on_a_bpe_tokenizer_loads_and_exports(tmp_path, seed):
