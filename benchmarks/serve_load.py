@@ -1,16 +1,28 @@
-"""Load test of the HTTP service: N concurrent clients over loopback for a bounded time.
+"""Load test of the HTTP service against the library's own batched search, side by side.
 
-    python benchmarks/serve_load.py [--clients 8] [--duration 20] [--reranker PATH]
+    python benchmarks/serve_load.py [--clients 1 8 32 128] [--duration 10] [--repeats 3]
+                                    [--reranker auto|PATH|none] [--depths 10 100]
 
-Starts `serve.py` on the SciFact index (builds it once with `lateint index` into the git-ignored
-`indexes/scifact` when absent), sends SciFact test queries from N concurrent clients for
-`--duration` seconds per mode (first stage only; first stage + rerank when a reranker is
-given), and reports requests/s, p50/p99 latency and errors (must be zero). Writes
-benchmarks/results/serve_load.json.
+On the SciFact index of the default model (built once with `lateint index` into the
+git-ignored `indexes/scifact`), for each repetition, interleaved:
+  * library: a child process loads the same index and encoder and runs, as a user of the
+    package would, `encode_queries` + `index.search` over the SciFact test queries in batches
+    of --max-batch (queries/s) and one query at a time (ms per query, encode + search); with a
+    reranker, `CrossEncoder.score` over the first-stage pairs (pairs/s);
+  * server: `serve.py` (started once) under N concurrent clients for --duration seconds per
+    level: requests/s, p50/p99 latency, errors; then the same with the cross-encoder stage at
+    each depth.
+Each process gets OMP_WAIT_POLICY=PASSIVE and the machine's thread count; /proc/loadavg is
+recorded beside every figure. The targets of issue #14 are checked and printed:
+throughput at 32 clients >= 80% of the library's, p99 <= 3 x p50, one client's latency <=
+library latency + 5 ms, zero errors.
 
-No reference server runs beside it here: colbert-ai's server needs faiss and colbert-ai's torch
-C++ extensions (built at import with a compiler and CUDA-era pins), and PyLate ships a retriever
-library, not a server; see docs/SERVING.md.
+`--reranker auto` builds a cross-encoder of all-MiniLM-L6-v2's size once (its encoder
+weights with a seeded, untrained classification head, via transformers in this venv): its
+scores mean nothing, its cost is that of a real MiniLM cross-encoder.
+
+Reference: colbert-ai's Flask `server.py` is not run here; see docs/SERVING.md ("Load").
+Writes JSON to benchmarks/results/serve_load.json.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LATEINT_DATA", REPO.parent / "shared" / "data")) / "scifact"
 RESULTS = REPO / "benchmarks" / "results" / "serve_load.json"
+CROSS_ENCODER = REPO / "indexes" / "minilm-cross-encoder"
 
 
 def machine() -> dict:
@@ -43,12 +56,48 @@ def machine() -> dict:
     }
 
 
+def loadavg() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def child_env() -> dict:
+    threads = str(os.cpu_count())
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "OMP_NUM_THREADS": threads,
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+    }
+
+
 def ensure_index(index_dir: Path, data: Path) -> None:
     if (index_dir / "metadata.json").exists():
         return
     print(f"building the SciFact index at {index_dir} (once) ...", flush=True)
     command = [sys.executable, "-m", "lateint_jax.cli", "index", str(data), str(index_dir)]
-    subprocess.run(command, cwd=REPO, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    subprocess.run(command, cwd=REPO, check=True, env=child_env())
+
+
+def ensure_cross_encoder(path: Path) -> Path:
+    """A MiniLM-sized cross-encoder: the packaged encoder weights plus a seeded random head."""
+    if (path / "config.json").exists():
+        return path
+    import torch
+    from transformers import BertForSequenceClassification
+
+    from lateint_jax.convert.files import default_model_dir
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification.from_pretrained(default_model_dir(), num_labels=1)
+    tmp = path.with_name(path.name + ".tmp")
+    model.save_pretrained(tmp)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        source = default_model_dir() / name
+        if source.exists():
+            (tmp / name).write_bytes(source.read_bytes())
+    tmp.replace(path)
+    return path
 
 
 def load_queries(data: Path) -> list[str]:
@@ -66,18 +115,86 @@ def load_queries(data: Path) -> list[str]:
     return queries
 
 
+# ----------------------------------------------------------------------------- library side
+def library_run(args) -> dict:
+    """What a library user gets on the same index, encoder and queries (in a child process)."""
+    from lateint_jax import open_index
+    from lateint_jax.data.beir import load_corpus
+    from lateint_jax.encoders import CrossEncoder
+    from lateint_jax.index.storage import read_metadata
+    from lateint_jax.index_model import encoder_for_index
+
+    queries = load_queries(args.data)
+    encoder = encoder_for_index(read_metadata(args.index))
+    index = open_index(args.index)
+    batch = args.max_batch
+
+    def batched() -> list:
+        hits = []
+        for start in range(0, len(queries), batch):
+            part = queries[start : start + batch]
+            hits += index.search(encoder.encode_queries(part, batch_size=batch), k=10)
+        return hits
+
+    batched()  # compile every shape first
+    for query in queries[:3]:
+        index.search(encoder.encode_queries([query]), k=10)
+    started = time.perf_counter()
+    hits = batched()
+    batched_s = time.perf_counter() - started
+    single = []
+    for query in queries[: args.single_queries]:
+        started = time.perf_counter()
+        index.search(encoder.encode_queries([query]), k=10)
+        single.append(time.perf_counter() - started)
+    result = {
+        "queries": len(queries),
+        "batched_queries_per_s": round(len(queries) / batched_s, 2),
+        "single_p50_ms": round(float(np.percentile(single, 50)) * 1000, 2),
+        "single_mean_ms": round(float(np.mean(single)) * 1000, 2),
+        "loadavg": loadavg(),
+    }
+    if args.reranker:
+        corpus = load_corpus(args.data)
+        cross = CrossEncoder.from_pretrained(args.reranker)
+        for depth in args.depths:
+            pairs = [
+                (query, corpus.passage(doc_id))
+                for query, row in zip(queries[:32], hits[:32])
+                for doc_id, _ in row[:depth]
+            ]
+            left, right = zip(*pairs)
+            cross.score(list(left[:64]), list(right[:64]), batch_size=32)  # compile
+            started = time.perf_counter()
+            cross.score(list(left), list(right), batch_size=32)
+            result[f"cross_encoder_pairs_per_s_depth_{depth}"] = round(
+                len(pairs) / (time.perf_counter() - started), 1
+            )
+    return result
+
+
+def library_measure(args) -> dict:
+    command = [sys.executable, __file__, "--library-child", "--index", str(args.index),
+               "--data", str(args.data), "--max-batch", str(args.max_batch),
+               "--single-queries", str(args.single_queries), "--depths", *map(str, args.depths)]  # fmt: skip
+    if args.reranker:
+        command += ["--reranker", str(args.reranker)]
+    out = subprocess.run(command, cwd=REPO, env=child_env(), check=True, capture_output=True)
+    return json.loads(out.stdout.decode().strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------ server side
 def start_server(args, port: int) -> subprocess.Popen:
     command = [
         sys.executable, str(REPO / "serve.py"), "--index", str(args.index),
-        "--corpus", str(getattr(args, "corpus", None) or args.data), "--port", str(port),
-        "--max-batch", str(args.max_batch), "--max-k", str(args.max_k),
+        "--corpus", str(args.data), "--port", str(port),
+        "--max-batch", str(args.max_batch), "--max-k", str(max(args.depths + [10])),
     ]  # fmt: skip
     if args.reranker:
-        command += ["--reranker", args.reranker]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(command, cwd=REPO, env=env)
+        command += ["--reranker", str(args.reranker)]
+    process = subprocess.Popen(command, cwd=REPO, env=child_env())
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + 1800
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"serve.py exited with {process.returncode}")
@@ -87,7 +204,7 @@ def start_server(args, port: int) -> subprocess.Popen:
         except httpx.HTTPError:
             time.sleep(1)
     process.kill()
-    raise SystemExit("serve.py did not come up in 10 minutes")
+    raise SystemExit("serve.py did not come up in 30 minutes")
 
 
 async def load(url: str, queries: list[str], clients: int, duration: float, body_extra: dict):
@@ -113,7 +230,7 @@ async def load(url: str, queries: list[str], clients: int, duration: float, body
                 errors += 1
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+    async with httpx.AsyncClient(timeout=300, limits=limits) as http:
         started = time.perf_counter()
         await asyncio.gather(*(client(w, http) for w in range(clients)))
         elapsed = time.perf_counter() - started
@@ -126,70 +243,135 @@ async def load(url: str, queries: list[str], clients: int, duration: float, body
         "requests_per_s": round(len(latencies) / elapsed, 2),
         "p50_ms": round(float(np.percentile(ms, 50)), 2),
         "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "loadavg": loadavg(),
     }
+
+
+def server_measure(args, url: str, queries: list[str]) -> dict:
+    modes = {"first_stage": {}}
+    if args.reranker:
+        for depth in args.depths:
+            modes[f"rerank_depth_{depth}"] = {"rerank": {"depth": depth}}
+    rows = {}
+    for name, extra in modes.items():
+        for clients in args.clients:
+            asyncio.run(load(url, queries, clients, 1.0, extra))  # open the connections
+            rows[f"{name}/{clients}"] = asyncio.run(
+                load(url, queries, clients, args.duration, extra)
+            )
+    return rows
+
+
+# --------------------------------------------------------------------------------- report
+def median(values):
+    return round(float(np.median(values)), 2)
+
+
+def summarise(library: list[dict], server: list[dict], args) -> dict:
+    lib_qps = median([r["batched_queries_per_s"] for r in library])
+    lib_ms = median([r["single_p50_ms"] for r in library])
+    table = {}
+    for key in server[0]:
+        table[key] = {
+            field: median([rep[key][field] for rep in server])
+            for field in ("requests_per_s", "p50_ms", "p99_ms")
+        }
+        table[key]["errors"] = int(sum(rep[key]["errors"] for rep in server))
+    first = {int(k.split("/")[1]): v for k, v in table.items() if k.startswith("first_stage/")}
+    targets = {"library_batched_queries_per_s": lib_qps, "library_single_p50_ms": lib_ms}
+    if 32 in first:
+        targets["throughput_32_clients_vs_library"] = round(
+            first[32]["requests_per_s"] / lib_qps, 3
+        )
+        targets["throughput_target_met"] = targets["throughput_32_clients_vs_library"] >= 0.8
+    if 1 in first:
+        targets["one_client_minus_library_ms"] = round(first[1]["p50_ms"] - lib_ms, 2)
+        targets["one_client_target_met"] = targets["one_client_minus_library_ms"] <= 5.0
+    targets["p99_over_p50_max"] = round(max(v["p99_ms"] / v["p50_ms"] for v in table.values()), 2)
+    targets["p99_target_met"] = targets["p99_over_p50_max"] <= 3.0
+    targets["errors"] = int(sum(v["errors"] for v in table.values()))
+    for depth in args.depths if args.reranker else ():
+        lib_pairs = median([r[f"cross_encoder_pairs_per_s_depth_{depth}"] for r in library])
+        best = max(
+            v["requests_per_s"] for k, v in table.items() if k.startswith(f"rerank_depth_{depth}/")
+        )
+        targets[f"rerank_depth_{depth}"] = {
+            "library_pairs_per_s": lib_pairs,
+            "server_pairs_per_s_best": round(best * depth, 1),
+            "ratio": round(best * depth / lib_pairs, 3),
+        }
+    return {"table": table, "targets": targets}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--index", type=Path, default=REPO / "indexes" / "scifact")
-    parser.add_argument("--corpus", type=Path, help="texts of the index (default: --data)")
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds per mode")
-    parser.add_argument("--reranker", help="cross-encoder checkpoint for the rerank mode")
-    parser.add_argument("--rerank-depth", type=int, default=10)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per level")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--reranker", default="auto", help="auto, a checkpoint, or none")
+    parser.add_argument("--depths", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--max-batch", type=int, default=32)
-    parser.add_argument("--max-k", type=int, default=10, help="server's --max-k (warm-up time)")
+    parser.add_argument("--single-queries", type=int, default=50)
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--library-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.reranker == "none":
+        args.reranker = None
+    if args.library_child:
+        print(json.dumps(library_run(args)))
+        return 0
 
     ensure_index(args.index, args.data)
+    if args.reranker == "auto":
+        args.reranker = ensure_cross_encoder(CROSS_ENCODER)
     queries = load_queries(args.data)
+    library, server = [], []
     process = start_server(args, args.port)
     url = f"http://127.0.0.1:{args.port}"
-    modes = {"first_stage": {}}
-    if args.reranker:
-        modes[f"rerank_depth_{args.rerank_depth}"] = {"rerank": {"depth": args.rerank_depth}}
-    rows = {}
     try:
-        for name, extra in modes.items():
-            asyncio.run(load(url, queries, args.clients, 2.0, extra))  # warm connections
-            rows[name] = asyncio.run(load(url, queries, args.clients, args.duration, extra))
+        for rep in range(args.repeats):
+            library.append(library_measure(args))
+            print(f"rep {rep} library: {library[-1]}", flush=True)
+            server.append(server_measure(args, url, queries))
+            print(f"rep {rep} server: {json.dumps(server[-1])}", flush=True)
         stats = httpx.get(f"{url}/stats", timeout=30).json()
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(120)
+    summary = summarise(library, server, args)
 
-    print(f"\nserve_load: {args.clients} clients, {args.duration:.0f} s per mode, {machine()}")
-    print(f"{'mode':<20} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'requests':>9} {'errors':>7}")
-    for name, row in rows.items():
+    print(f"\nserve_load: {args.repeats} repetitions (medians), {args.duration:.0f} s per level")
+    print(f"machine: {machine()}")
+    print(f"{'mode/clients':<24} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}")
+    for name, row in summary["table"].items():
         print(
-            f"{name:<20} {row['requests_per_s']:>8} {row['p50_ms']:>9} {row['p99_ms']:>9} "
-            f"{row['requests']:>9} {row['errors']:>7}"
+            f"{name:<24} {row['requests_per_s']:>8} {row['p50_ms']:>9} {row['p99_ms']:>9} "
+            f"{row['errors']:>7}"
         )
+    print(json.dumps(summary["targets"], indent=1))
     result = {
         "benchmark": "serve_load",
         "machine": machine(),
         "index": str(args.index),
         "documents": stats["documents"],
-        "index_bytes": stats["index_bytes"],
         "devices": stats["device_count"],
-        "clients": args.clients,
-        "duration_s": args.duration,
         "max_batch": args.max_batch,
-        "max_k": args.max_k,
-        "reranker": args.reranker,
-        "modes": rows,
+        "duration_s": args.duration,
+        "reranker": str(args.reranker) if args.reranker else None,
+        **summary,
+        "library_runs": library,
+        "server_runs": server,
         "server_batching": stats["batching"],
-        "reference": "none ran here (see docs/SERVING.md): colbert-ai server needs faiss + "
-        "its torch C++ extensions; PyLate has no server",
+        "reference": "colbert-ai's Flask server.py not run: see docs/SERVING.md (Load)",
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(RESULTS)
     print(f"wrote {RESULTS}")
-    return 0 if all(row["errors"] == 0 for row in rows.values()) else 1
+    return 0 if summary["targets"]["errors"] == 0 else 1
 
 
 if __name__ == "__main__":

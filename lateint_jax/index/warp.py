@@ -17,12 +17,15 @@ Stages (after WARP, Scheerer et al., SIGIR 2025, which builds on XTR's imputatio
      are final.
 
 Layout (`WarpShards`), per shard of documents: the shard's tokens sorted by centroid, so a
-centroid's tokens are one slice; nothing is padded to the longest document. Stages 1 and 2-3
-are two jitted calls: the first returns how many tokens the probed lists hold, which picks the
-static size of the second (a bucket, so a few programs cover every request).
+centroid's tokens are one slice; nothing is padded to the longest document. The whole search is
+one compiled program per (batch bucket, query tokens, knobs, k): each query runs stages 1-2 and
+3 in turn (`lax.map`), a padded batch row skips them (`lax.cond`), and stages 2 and 3 walk the
+probed lists and the reranked documents a cache-sized chunk at a time in loops whose trip count
+is traced, so a query pays for what it probes rather than for a static worst case, and no
+probed-list size needs a program of its own.
 
 Shapes: B queries, Q query tokens, D dim, C centroids, S shards, n documents per shard,
-M' tokens per shard (padded to the fullest shard), R = D * nbits / 8 bytes, E probed tokens.
+M' tokens per shard (padded to the fullest shard), R = D * nbits / 8 bytes.
 """
 
 from __future__ import annotations
@@ -42,9 +45,8 @@ from lateint_jax.errors import InputError
 from lateint_jax.index.layout import IndexArrays
 
 DOC_MULTIPLE = 16  # documents per shard are a multiple of this, as in plaid
-MIN_ENTRIES = 1024
-MIN_TOKENS = 256
-CHUNK = 4096  # slots per step of stages 2 and 3 (see in_chunks)
+MIN_CHUNK = 256
+CHUNK = 4096  # slots per step of stages 2 and 3 (see chunk_size)
 
 
 def take(array: jax.Array, index: jax.Array) -> jax.Array:
@@ -212,15 +214,27 @@ def best_cells(queries: jax.Array, centroids: jax.Array, nprobe: int):
     return cells[..., :probed].astype(jnp.int32), best[..., :probed], best[..., -1]
 
 
-def ragged_slots(starts: jax.Array, sizes: jax.Array, slots: int):
-    """Concatenate the ranges [starts[i], starts[i] + sizes[i]) into `slots` static slots.
-    -> (position [slots], range index [slots], real [slots] bool)."""
-    ends = jnp.cumsum(sizes)
-    slot = jnp.arange(slots, dtype=ends.dtype)
+def ragged_chunk(starts, sizes, ends, step, chunk: int):
+    """Chunk `step` (`chunk` slots) of the ranges [starts[i], starts[i] + sizes[i]) laid end to
+    end (ends = cumsum(sizes)) -> (position [chunk], range index [chunk], real [chunk] bool)."""
+    slot = step * chunk + jnp.arange(chunk, dtype=ends.dtype)
     which = jnp.minimum(jnp.searchsorted(ends, slot, side="right"), sizes.shape[0] - 1)
     real = slot < ends[-1]
     position = jnp.where(real, take(starts, which) + slot - take(ends - sizes, which), 0)
     return position, which, real
+
+
+def over_ranges(starts, sizes, chunk: int, step_fn, init):
+    """Run `step_fn(carry, position, which, real) -> carry` over the ranges' slots, `chunk`
+    at a time. The number of steps is traced (a while loop): a query pays for the tokens it
+    probes, not for the most any query of its batch could probe, and no size is static."""
+    ends = jnp.cumsum(sizes)
+    steps = (ends[-1] + chunk - 1) // chunk
+
+    def body(step, carry):
+        return step_fn(carry, *ragged_chunk(starts, sizes, ends, step, chunk))
+
+    return jax.lax.fori_loop(0, steps, body, init)
 
 
 def residual_lookup(query: jax.Array, table: jax.Array) -> jax.Array:
@@ -231,15 +245,14 @@ def residual_lookup(query: jax.Array, table: jax.Array) -> jax.Array:
     return jnp.einsum("QRI,RBI->QRB", q, table, preferred_element_type=jnp.float32)
 
 
-def in_chunks(slots: int) -> int:
-    """Slots per step when `slots` static slots are processed in cache-sized steps: the
-    largest power of two dividing `slots` (every `fine_bucket` has one of at least a third of
-    it), at most CHUNK. Work done in one piece past that size ran several times slower per
-    slot on CPU (its intermediates fall out of cache)."""
-    return min(slots & -slots, CHUNK)
+def chunk_size(rows: int) -> int:
+    """Slots per step over a shard of `rows` token rows: CHUNK, or less for a small shard.
+    Work done in one piece past CHUNK ran several times slower per slot on CPU (its
+    intermediates fall out of cache); the last step of a query is padded to a whole chunk."""
+    return min(CHUNK, shapes.power_of_two(max(rows, 1), MIN_CHUNK))
 
 
-def best_per_token(query, cells, cell_scores, query_mask, token_arrays, table, entries: int,
+def best_per_token(query, cells, cell_scores, query_mask, token_arrays, table,
                    num_docs: int) -> jax.Array:  # fmt: skip
     """Stage 2's gather and first reduction: score every token under the probed cells of
     this shard (centroid score + residual lookups) and keep, per (query token, document), the
@@ -248,25 +261,22 @@ def best_per_token(query, cells, cell_scores, query_mask, token_arrays, table, e
     num_tokens, nprobe = cells.shape
     starts = cell_offsets[cells].reshape(-1)
     sizes = jnp.where(query_mask[:, None], cell_offsets[cells + 1] - cell_offsets[cells], 0)
-    position, which, real = ragged_slots(starts, sizes.reshape(-1), entries)
     lookup = residual_lookup(query, table).reshape(-1)
     centroid_part = cell_scores.reshape(-1)
     width = token_residuals.shape[1]
 
-    def step(best, chunk):
-        position, which, real = chunk
+    def step(best, position, which, real):
         docs = jnp.where(real, take(token_docs, position), num_docs)
         packed = take(token_residuals, position).astype(jnp.int32)  # [chunk, R]
         token_of = which // nprobe
         index = (token_of[:, None] * width + jnp.arange(width)[None, :]) * 256 + packed
         scores = take(centroid_part, which) + take(lookup, index).sum(-1)
         flat = token_of * (num_docs + 1) + jnp.minimum(docs, num_docs)  # 1-d: faster scatter
-        return best.at[flat].max(scores), None
+        return best.at[flat].max(scores)
 
-    chunk = in_chunks(entries)
     start = jnp.full((num_tokens * (num_docs + 1),), -jnp.inf)
-    steps = tuple(a.reshape(-1, chunk) for a in (position, which, real))
-    best, _ = jax.lax.scan(step, start, steps)
+    chunk = chunk_size(token_docs.shape[0])
+    best = over_ranges(starts, sizes.reshape(-1), chunk, step, start)
     return best.reshape(num_tokens, num_docs + 1)[:, :num_docs]
 
 
@@ -279,30 +289,25 @@ def document_scores(best, imputed, query_mask, allowed) -> jax.Array:
     return jnp.where(allowed, total, -jnp.inf)
 
 
-def exact_scores(query, query_mask, docs, mine, centroids, table, token_arrays, doc_arrays,
-                 budget: int):  # fmt: skip
+def exact_scores(query, query_mask, docs, mine, centroids, table, token_arrays,
+                 doc_arrays) -> jax.Array:  # fmt: skip
     """Stage 3: decompress this shard's documents `docs` [r] (where `mine`) and score them with
-    exact MaxSim -> [r]. Their tokens are gathered ragged into `budget` static slots, scored
-    a cache-sized chunk at a time."""
+    exact MaxSim -> [r]. Their tokens are visited ragged, a cache-sized chunk at a time."""
     cell_offsets, _, token_residuals = token_arrays
     doc_offsets, doc_positions = doc_arrays
     starts = doc_offsets[docs]
     lengths = jnp.where(mine, doc_offsets[docs + 1] - starts, 0)
-    slot_token, which, real = ragged_slots(starts, lengths, budget)
 
-    def step(best, chunk):
-        slot_token, which, real = chunk
+    def step(best, slot_token, which, real):
         position = take(doc_positions, slot_token)
         codes = jnp.searchsorted(cell_offsets, position, side="right") - 1
         codes = jnp.clip(codes, 0, centroids.shape[0] - 1).astype(jnp.int32)
         vectors = decompress_with_table(centroids, table, codes, take(token_residuals, position))
         sims = jnp.einsum("TD,QD->TQ", vectors, query, preferred_element_type=jnp.float32)
-        return best.at[jnp.where(real, which, docs.shape[0])].max(sims), None
+        return best.at[jnp.where(real, which, docs.shape[0])].max(sims)
 
-    chunk = in_chunks(budget)
     start = jnp.full((docs.shape[0] + 1, query.shape[0]), -jnp.inf)
-    steps = tuple(a.reshape(-1, chunk) for a in (slot_token, which, real))
-    best, _ = jax.lax.scan(step, start, steps)
+    best = over_ranges(starts, lengths, chunk_size(doc_positions.shape[0]), step, start)
     return jnp.where(query_mask[None, :], best[:-1], 0.0).sum(-1)
 
 
@@ -310,19 +315,22 @@ def exact_scores(query, query_mask, docs, mine, centroids, table, token_arrays, 
 
 
 @functools.partial(jax.jit, static_argnames=("statics", "nprobe"))
-def _probe(queries, query_mask, centroids, cell_offsets, *, statics, nprobe):
+def probed_tokens(queries, query_mask, centroids, cell_offsets, *, statics, nprobe):
+    """How many stored tokens each query's real tokens probe, at most over the shards -> [B]
+    (what stage 2 visits; for tests and diagnostics, search does not need it)."""
+
     def per_shard_fn(queries, query_mask, centroids, cell_offsets):
-        cells, scores, imputed = best_cells(queries, centroids, nprobe)  # [B, Q, ...]
+        cells, _, _ = best_cells(queries, centroids, nprobe)  # [B, Q, nprobe]
         sizes = cell_offsets[0][cells + 1] - cell_offsets[0][cells]
         totals = jnp.where(query_mask[..., None], sizes, 0).sum((1, 2))
-        return (cells, scores, imputed), jax.lax.pmax(totals, sharding.DATA_AXIS)
+        return jax.lax.pmax(totals, sharding.DATA_AXIS)
 
     data = sharding.DATA_AXIS
     return jax.shard_map(
         per_shard_fn,
         mesh=statics.mesh,
         in_specs=(P(), P(), P(), P(data)),
-        out_specs=((P(), P(), P()), P()),
+        out_specs=P(),
         check_vma=False,
     )(queries, query_mask, centroids, cell_offsets)
 
@@ -337,25 +345,23 @@ def _skip_padding_rows(stage, fill):
     return run
 
 
-@functools.partial(jax.jit, static_argnames=("statics", "entries", "keep"))
-def _approximate(queries, query_mask, probes, allowed, table, token_arrays, *, statics, entries,
-                 keep):  # fmt: skip
-    """Stage 2 -> the best `keep` documents over all shards: (scores [B, keep], global
+def _approximate(queries, query_mask, allowed, codec, token_arrays, *, statics, nprobe, keep):
+    """Stages 1 and 2 -> the best `keep` documents over all shards: (scores [B, keep], global
     document numbers [B, keep], -1 where fewer)."""
     per_shard = statics.docs_per_shard
 
-    def per_shard_fn(queries, query_mask, probes, allowed, table, token_arrays):
+    def per_shard_fn(queries, query_mask, allowed, codec, token_arrays):
         token_arrays = tuple(a[0] for a in token_arrays)
+        centroids, table = codec
 
-        def stage2(args):
-            query, mask, cells, cell_scores, imputed = args
-            best = best_per_token(
-                query, cells, cell_scores, mask, token_arrays, table, entries, per_shard
-            )
+        def stages12(args):
+            query, mask = args
+            cells, cell_scores, imputed = (a[0] for a in best_cells(query[None], centroids, nprobe))
+            best = best_per_token(query, cells, cell_scores, mask, token_arrays, table, per_shard)
             return document_scores(best, imputed, mask, allowed)
 
         nothing = jnp.full((per_shard,), -jnp.inf)
-        approx = jax.lax.map(_skip_padding_rows(stage2, nothing), (queries, query_mask, *probes))
+        approx = jax.lax.map(_skip_padding_rows(stages12, nothing), (queries, query_mask))
         local = jnp.broadcast_to(jnp.arange(per_shard, dtype=jnp.int32), approx.shape)
         best, ids = sharding.local_top_k(approx, local, keep, sharding.shard_offset(per_shard))
         return sharding.merge_top_k(best, ids, keep)
@@ -364,14 +370,13 @@ def _approximate(queries, query_mask, probes, allowed, table, token_arrays, *, s
     return jax.shard_map(
         per_shard_fn,
         mesh=statics.mesh,
-        in_specs=(P(), P(), P(), P(data), P(), P(data)),
+        in_specs=(P(), P(), P(data), P(), P(data)),
         out_specs=(P(), P()),
         check_vma=False,
-    )(queries, query_mask, probes, allowed, table, token_arrays)
+    )(queries, query_mask, allowed, codec, token_arrays)
 
 
-@functools.partial(jax.jit, static_argnames=("statics", "budget", "k"))
-def _rerank(queries, query_mask, ids, codec, token_arrays, doc_arrays, *, statics, budget, k):
+def _rerank(queries, query_mask, ids, codec, token_arrays, doc_arrays, *, statics, k):
     """Stage 3: exact MaxSim of the documents `ids` [B, r] (global, -1 = none), each scored
     on the shard that holds it -> (scores [B, k], ids [B, k])."""
     per_shard = statics.docs_per_shard
@@ -384,7 +389,7 @@ def _rerank(queries, query_mask, ids, codec, token_arrays, doc_arrays, *, static
         def stage3(args):
             query, mask, docs, mine = args
             return exact_scores(query, mask, docs, mine, centroids, table, token_arrays,
-                                doc_arrays, budget)  # fmt: skip
+                                doc_arrays)  # fmt: skip
 
         mine, local = sharding.owned(ids, sharding.shard_offset(per_shard), per_shard)
         nothing = jnp.zeros((ids.shape[1],))
@@ -403,38 +408,22 @@ def _rerank(queries, query_mask, ids, codec, token_arrays, doc_arrays, *, static
     )(queries, query_mask, ids, codec, token_arrays, doc_arrays)
 
 
-def entry_slots(total: int) -> int:
-    """Static slots for a batch whose fullest (query, shard) probes `total` tokens."""
-    return shapes.fine_bucket(total, MIN_ENTRIES)
+@functools.partial(jax.jit, static_argnames=("statics", "nprobe", "keep", "k"))
+def _search(queries, query_mask, allowed, codec, token_arrays, doc_arrays, *, statics, nprobe,
+            keep, k):  # fmt: skip
+    """The whole search as one program (no host round trip between stages): stages 1-2 keep
+    `keep` documents, stage 3 rescores them exactly."""
+    _, ids = _approximate(queries, query_mask, allowed, codec, token_arrays, statics=statics,
+                          nprobe=nprobe, keep=keep)  # fmt: skip
+    return _rerank(queries, query_mask, ids, codec, token_arrays, doc_arrays, statics=statics, k=k)
 
 
-def most_entries(shards: WarpShards, query_tokens: int, nprobe: int) -> int:
-    """The most tokens one query of `query_tokens` tokens can probe in any shard: each token
-    may probe the same `nprobe` largest lists (a query of repeated tokens does)."""
-    probes = min(nprobe, shards.list_sizes.shape[1])
-    return query_tokens * int(shards.list_sizes[:, probes - 1].max())
-
-
-def token_slots(total: int) -> int:
-    """Static slots for rescoring documents whose fullest (query, shard) holds `total` tokens."""
-    return shapes.fine_bucket(total, MIN_TOKENS)
-
-
-def most_tokens(shards: WarpShards, documents: int) -> int:
-    """The most tokens `documents` documents of one shard can hold."""
-    count = min(documents, shards.longest_docs.shape[1])
-    return int(shards.longest_docs[:, count - 1].max())
-
-
-def rerank_tokens(shards: WarpShards, ids: np.ndarray) -> int:
-    """Global document numbers [B, r] (-1 = none) -> the most tokens one shard holds for one
-    query's documents."""
-    valid = ids >= 0
-    lengths = np.where(valid, shards.doc_lengths[np.maximum(ids, 0)], 0)
-    shard = np.where(valid, ids // shards.docs_per_shard, 0)
-    totals = np.zeros((ids.shape[0], sharding.num_shards(shards.mesh)), np.int64)
-    np.add.at(totals, (np.arange(ids.shape[0])[:, None], shard), lengths)
-    return int(totals.max(initial=1))
+@functools.partial(jax.jit, static_argnames=("statics", "nprobe", "k"))
+def _search_approximate(queries, query_mask, allowed, codec, token_arrays, *, statics, nprobe,
+                        k):  # fmt: skip
+    """Stages 1-2 only (rerank=0): the approximate scores are final."""
+    return _approximate(queries, query_mask, allowed, codec, token_arrays, statics=statics,
+                        nprobe=nprobe, keep=k)  # fmt: skip
 
 
 def _depth(shards: WarpShards, params: WarpParams, k: int) -> int:
@@ -445,51 +434,21 @@ def _depth(shards: WarpShards, params: WarpParams, k: int) -> int:
 
 def search(shards: WarpShards, queries, query_mask, allowed, params: WarpParams, k: int):
     """queries [B, Q, D], query_mask [B, Q], allowed [N] sharded -> (scores [B, k], global
-    document numbers [B, k], -1 where fewer were found)."""
-    probes, totals = _probe(
-        queries, query_mask, shards.centroids, shards.cell_offsets,
-        statics=shards.statics, nprobe=min(params.nprobe, shards.num_centroids),
-    )  # fmt: skip
-    entries = entry_slots(int(np.max(jax.device_get(totals), initial=1)))
-    best, ids = _stage2(shards, queries, query_mask, probes, allowed, params, k, entries)
+    document numbers [B, k], -1 where fewer were found). One compiled program per (batch
+    shape, nprobe, rerank depth, k): the work inside follows what each query probes."""
+    codec = (shards.centroids, shards.residual_table)
+    nprobe = min(params.nprobe, shards.num_centroids)
     if not params.rerank:
-        return best[:, :k], ids[:, :k]
-    budget = token_slots(rerank_tokens(shards, np.asarray(jax.device_get(ids))))
-    return _stage3(shards, queries, query_mask, ids, k, budget)
-
-
-def _stage2(shards, queries, query_mask, probes, allowed, params, k: int, entries: int):
-    return _approximate(
-        queries, query_mask, probes, allowed, shards.residual_table, shards.token_arrays,
-        statics=shards.statics, entries=entries, keep=_depth(shards, params, k),
-    )  # fmt: skip
-
-
-def _stage3(shards, queries, query_mask, ids, k: int, budget: int):
-    return _rerank(
-        queries, query_mask, ids, (shards.centroids, shards.residual_table), shards.token_arrays,
-        shards.doc_arrays, statics=shards.statics, budget=budget, k=k,
+        return _search_approximate(queries, query_mask, allowed, codec, shards.token_arrays,
+                                   statics=shards.statics, nprobe=nprobe, k=k)  # fmt: skip
+    return _search(
+        queries, query_mask, allowed, codec, shards.token_arrays, shards.doc_arrays,
+        statics=shards.statics, nprobe=nprobe, keep=_depth(shards, params, k), k=k,
     )  # fmt: skip
 
 
 def warmup(shards: WarpShards, queries, query_mask, allowed, params: WarpParams, k: int) -> int:
-    """Compile every program a search of this batch shape can reach: the probe, stage 2 at
-    every entry bucket up to the most a query can probe, stage 3 at every token bucket up to
-    the most the reranked documents can hold. Returns the calls made."""
-    nprobe = min(params.nprobe, shards.num_centroids)
-    probes, _ = _probe(
-        queries, query_mask, shards.centroids, shards.cell_offsets,
-        statics=shards.statics, nprobe=nprobe,
-    )  # fmt: skip
-    calls = 1
-    limit = entry_slots(most_entries(shards, queries.shape[1], nprobe))
-    for entries in shapes.fine_buckets_up_to(limit, MIN_ENTRIES):
-        _, ids = _stage2(shards, queries, query_mask, probes, allowed, params, k, entries)
-        jax.block_until_ready(ids)
-        calls += 1
-    if params.rerank:
-        limit = token_slots(most_tokens(shards, _depth(shards, params, k)))
-        for budget in shapes.fine_buckets_up_to(limit, MIN_TOKENS):
-            jax.block_until_ready(_stage3(shards, queries, query_mask, ids, k, budget))
-            calls += 1
-    return calls
+    """Compile the one program a search of this batch shape and these knobs runs. Returns
+    the calls made."""
+    jax.block_until_ready(search(shards, queries, query_mask, allowed, params, k))
+    return 1

@@ -1,8 +1,11 @@
 """The query encoders compiled for a fixed set of shapes.
 
 ColBERT queries are always `query_maxlen` tokens and its documents are padded to `doc_maxlen`;
-bi-encoder texts are padded to one of a few lengths; batches are padded up to a bucket from
-`batch_buckets`. `warmup()` compiles every shape, so a request never waits on XLA.
+bi-encoder texts are padded to one of a few lengths. A batch of queries is padded up to a bucket
+of `batch_buckets`, at most 10% more rows than it holds (`shapes.tight_buckets_up_to`: padded
+rows cost an encoder as much as real ones); documents (re-encoded only for explanations) use
+the coarser `document_buckets`. `warmup()` compiles every shape, so a request never waits on
+XLA.
 Einsum letters: B batch, Q query tokens, T document tokens, D embedding dim, H vector size.
 """
 
@@ -11,24 +14,33 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from lateint_jax.shapes import bucket_for, chunks, pad_axis, powers_of_four_up_to
+from lateint_jax.shapes import (
+    bucket_for,
+    chunks,
+    pad_axis,
+    powers_of_four_up_to,
+    tight_buckets_up_to,
+)
 
 
 class _Compiled:
     """A loaded encoder's pure `apply` jitted once, fed batches padded to `batch_buckets`."""
 
     def __init__(self, model, *, max_batch: int, device=None):
-        self.batch_buckets = powers_of_four_up_to(max_batch)
+        self.batch_buckets = tight_buckets_up_to(max_batch)
+        self.document_buckets = powers_of_four_up_to(max_batch)
         self.device = device if device is not None else jax.local_devices()[0]
         self.params = jax.device_put(model.params, self.device)
         self._apply = jax.jit(model.apply)
 
-    def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """[B, T] ids/mask -> the model's [B, ...] float32 output, in bucket-sized calls."""
+    def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray, buckets=None) -> np.ndarray:
+        """[B, T] ids/mask -> the model's [B, ...] float32 output, in calls padded to one of
+        `buckets` (default: `batch_buckets`)."""
+        buckets = buckets or self.batch_buckets
         outputs = []
-        for start, stop in chunks(len(input_ids), self.batch_buckets[-1]):
+        for start, stop in chunks(len(input_ids), buckets[-1]):
             rows = stop - start
-            bucket = bucket_for(rows, self.batch_buckets)
+            bucket = bucket_for(rows, buckets)
             ids = jax.device_put(pad_axis(input_ids[start:stop], bucket), self.device)
             mask = jax.device_put(pad_axis(attention_mask[start:stop], bucket), self.device)
             outputs.append(np.asarray(self._apply(self.params, ids, mask))[:rows])
@@ -51,6 +63,7 @@ class CompiledColBERT(_Compiled):
         """Compile every batch bucket for queries and documents."""
         for bucket in self.batch_buckets:
             self.encode_queries(["warm up"] * bucket)
+        for bucket in self.document_buckets:
             self.encode_documents(["warm up"] * bucket)
 
     def tokenize_queries(self, texts: list[str]) -> dict[str, np.ndarray]:
@@ -69,7 +82,11 @@ class CompiledColBERT(_Compiled):
     def encode_documents(self, texts: list[str]) -> list[np.ndarray]:
         """texts -> one [T_i, D] float32 per text (padding and skiplist tokens removed)."""
         tokens = self.tokenize_documents(texts)
-        embedded = self._run(np.asarray(tokens["input_ids"]), np.asarray(tokens["attention_mask"]))
+        embedded = self._run(
+            np.asarray(tokens["input_ids"]),
+            np.asarray(tokens["attention_mask"]),
+            self.document_buckets,
+        )
         keep = np.asarray(tokens["token_mask"]).astype(bool)
         return [embedded[i][keep[i]] for i in range(len(texts))]
 

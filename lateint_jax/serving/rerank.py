@@ -1,7 +1,8 @@
 """The cross-encoder rerank stage, compiled for fixed (batch, length) buckets.
 
 (query, passage) pairs are tokenised together, truncated to the longest length bucket, then
-grouped by the bucket that holds them; each group runs in batches padded to a batch bucket.
+grouped by the bucket that holds them; each group runs in batches padded to a batch bucket
+(at most 10% padded pairs from 8 pairs up, `shapes.tight_buckets_up_to`).
 `warmup()` compiles every (batch, length) pair at start-up. Einsum letters: B pairs, T tokens.
 """
 
@@ -10,7 +11,9 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from lateint_jax.shapes import bucket_for, chunks, pad_axis
+from lateint_jax.shapes import bucket_for, chunks, pad_axis, tight_buckets_up_to
+
+BATCH_BUCKETS = tight_buckets_up_to(32, minimum=8)
 
 
 class CompiledReranker:
@@ -20,7 +23,7 @@ class CompiledReranker:
         self,
         cross_encoder,
         *,
-        batch_buckets: tuple[int, ...] = (8, 32),
+        batch_buckets: tuple[int, ...] = BATCH_BUCKETS,
         length_buckets: tuple[int, ...] = (64, 128, 256),
         device=None,
         name: str | None = None,
