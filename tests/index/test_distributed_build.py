@@ -1,0 +1,135 @@
+"""build_index as a two-process JAX program on localhost (gloo collectives, one CPU device per
+process): the index equals the one-process build's, array for array and file for file; an error
+in one process stops both with a clear message."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lateint_jax.index.build import build_index
+from lateint_jax.index.build_state import state_dir_for
+from lateint_jax.index.distributed_build import process_share
+from lateint_jax.index.storage import METADATA_FILE, load_index
+from tests.index.test_streaming_build import FIELDS
+from tests.local_servers import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+NUM_DOCS, DIM = 600, 64
+# A 1 MiB budget cuts each share into several chunks and the k-means sample to a random subset.
+SETTINGS = {"num_centroids": 64, "memory_budget_bytes": 1 << 20, "progress": False}
+
+PROCESS = """
+import sys
+import jax
+import numpy as np
+from lateint_jax.index.distributed_build import build_index_distributed, process_share
+from tests.synthetic import clustered_docs
+
+coordinator, process_id, target, seed = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+num_docs, dim, nan_in = int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(coordinator, num_processes=2, process_id=process_id)
+docs = clustered_docs(num_docs, dim=dim, topics=48, seed=seed)
+if nan_in >= 0:
+    docs[nan_in][0, 0] = np.nan
+share = process_share(num_docs, process_id, 2)
+mine, ids = docs[share.start:share.stop], [f"doc-{i}" for i in share]
+if process_id == 1:
+    mine = (doc for doc in mine)  # one process reads a list, the other a one-shot stream
+arrays = build_index_distributed(mine, ids, target, num_centroids=64, seed=seed,
+                                 memory_budget_bytes=1 << 20, progress=False)
+print(f"process {process_id} returned {type(arrays).__name__}", flush=True)
+jax.distributed.shutdown()
+"""
+
+
+def run_two_processes(target, seed, nan_in=-1) -> list[subprocess.CompletedProcess]:
+    """PROCESS in two fresh interpreters, one CPU device each, joined by jax.distributed."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    coordinator = f"127.0.0.1:{free_port()}"
+    args = [coordinator, None, target, seed, NUM_DOCS, DIM, nan_in]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", PROCESS, *map(str, args[:1] + [pid] + args[2:])],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for pid in (0, 1)
+    ]
+    done = []
+    for process in processes:
+        try:
+            out, err = process.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            for p in processes:
+                p.kill()
+            out, err = process.communicate()
+        done.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
+    return done
+
+
+@pytest.fixture(scope="module")
+def corpus(seed):
+    from tests.synthetic import clustered_docs
+
+    return clustered_docs(NUM_DOCS, dim=DIM, topics=48, seed=seed), [
+        f"doc-{i}" for i in range(NUM_DOCS)
+    ]
+
+
+def test_process_share_covers_the_corpus_in_order():
+    for count, processes in [(10, 3), (7, 7), (1000, 4)]:
+        shares = [process_share(count, p, processes) for p in range(processes)]
+        assert [i for share in shares for i in share] == list(range(count))
+        assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+def test_two_processes_build_the_one_process_index(corpus, tmp_path, seed):
+    docs, ids = corpus
+    note = f" seed={seed}"
+    single = tmp_path / "one"
+    build_index(docs, ids, single, seed=seed, **SETTINGS)
+    target = tmp_path / "two"
+    results = run_two_processes(target, seed)
+    for pid, result in enumerate(results):
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert "process 0 returned IndexArrays" in results[0].stdout
+    assert "process 1 returned NoneType" in results[1].stdout
+    assert not state_dir_for(target).exists()
+
+    one, two = load_index(single), load_index(target)
+    for name in FIELDS:
+        np.testing.assert_array_equal(getattr(one, name), getattr(two, name), name + note)
+    assert one.doc_ids == two.doc_ids == ids
+    # Every file is the same bytes, but metadata.json's creation time.
+    names = sorted(p.name for p in single.iterdir())
+    assert names == sorted(p.name for p in target.iterdir())
+    for name in names:
+        if name != METADATA_FILE:
+            assert (single / name).read_bytes() == (target / name).read_bytes(), name + note
+    meta_one, meta_two = (json.loads((d / METADATA_FILE).read_text()) for d in (single, target))
+    assert meta_one.pop("created_utc") and meta_two.pop("created_utc")
+    assert meta_one == meta_two
+
+
+def test_an_error_in_one_process_stops_both(tmp_path, seed):
+    """A NaN in process 1's share: it reports the document, process 0 names process 1."""
+    bad = NUM_DOCS - 3  # in process 1's share
+    assert bad in process_share(NUM_DOCS, 1, 2)
+    results = run_two_processes(tmp_path / "index", seed, nan_in=bad)
+    assert results[0].returncode != 0 and results[1].returncode != 0
+    assert f"InputError: document 'doc-{bad}' has NaN or infinite values" in results[1].stderr
+    assert (
+        f"BuildProcessError: process 1 of the build failed while reading its documents: "
+        f"InputError: document 'doc-{bad}' has NaN" in results[0].stderr
+    ), results[0].stderr[-3000:]
+    assert not (tmp_path / "index").exists()
