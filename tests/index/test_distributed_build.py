@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lateint_jax.cli import main as lateint
 from lateint_jax.index.build import build_index
 from lateint_jax.index.build_state import state_dir_for
 from lateint_jax.index.distributed_build import process_share
@@ -106,11 +107,16 @@ def test_two_processes_build_the_one_process_index(corpus, tmp_path, seed):
     assert "process 1 returned NoneType" in results[1].stdout
     assert not state_dir_for(target).exists()
 
+    assert load_index(target).doc_ids == ids
+    assert_same_folders(single, target, note)
+
+
+def assert_same_folders(single, target, note):
+    """The same arrays, and every file the same bytes but metadata.json's creation time."""
     one, two = load_index(single), load_index(target)
     for name in FIELDS:
         np.testing.assert_array_equal(getattr(one, name), getattr(two, name), name + note)
-    assert one.doc_ids == two.doc_ids == ids
-    # Every file is the same bytes, but metadata.json's creation time.
+    assert one.doc_ids == two.doc_ids
     names = sorted(p.name for p in single.iterdir())
     assert names == sorted(p.name for p in target.iterdir())
     for name in names:
@@ -133,3 +139,37 @@ def test_an_error_in_one_process_stops_both(tmp_path, seed):
         f"InputError: document 'doc-{bad}' has NaN" in results[0].stderr
     ), results[0].stderr[-3000:]
     assert not (tmp_path / "index").exists()
+
+
+@pytest.mark.slow
+def test_lateint_index_on_two_processes(tmp_path):
+    """`lateint index --coordinator --num-processes 2 --process-id I` (the real packaged encoder,
+    each process encoding its half of 30 passages) saves the one-process command's index."""
+    from tests.commands.test_index import PASSAGES
+
+    corpus = tmp_path / "passages.txt"
+    corpus.write_text("\n".join(PASSAGES) + "\n")
+    common = [str(corpus), "--doc-maxlen", "32", "--quiet", "--memory-budget", "1MiB"]
+    single = tmp_path / "one"
+    assert lateint(["index", common[0], str(single), *common[1:]]) == 0
+    target = tmp_path / "two"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1"}
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    coordinator = f"127.0.0.1:{free_port()}"
+    flags = ["--coordinator", coordinator, "--num-processes", "2", "--process-id"]
+    command = [sys.executable, "-m", "lateint_jax.cli", "index", common[0], str(target)]
+    processes = [
+        subprocess.Popen(
+            [*command, *common[1:], *flags, str(pid)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for pid in (0, 1)
+    ]
+    logs = [process.communicate(timeout=240)[0] for process in processes]
+    assert [p.returncode for p in processes] == [0, 0], logs
+    assert "[process 1] indexed documents 15..29; process 0 saved the index" in logs[1]
+    assert_same_folders(single, target, "")
