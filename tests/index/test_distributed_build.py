@@ -4,6 +4,7 @@ in one process stops both with a clear message."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from lateint_jax.cli import main as lateint
 from lateint_jax.index.build import build_index
 from lateint_jax.index.build_state import state_dir_for
-from lateint_jax.index.distributed_build import process_share
+from lateint_jax.index.distributed_build import part_state_dir, process_share
 from lateint_jax.index.storage import METADATA_FILE, load_index
 from tests.index.test_streaming_build import FIELDS
 from tests.local_servers import free_port
@@ -25,16 +26,20 @@ NUM_DOCS, DIM = 600, 64
 SETTINGS = {"num_centroids": 64, "memory_budget_bytes": 1 << 20, "progress": False}
 
 PROCESS = """
+import os
+import signal
 import sys
 import jax
 import numpy as np
+from lateint_jax.index import build_state
 from lateint_jax.index.distributed_build import build_index_distributed, process_share
 from tests.synthetic import clustered_docs
 
 coordinator, process_id, target, seed = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-num_docs, dim, nan_in = int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
+num_docs, dim, nan_in, die_at, resume = (int(a) for a in sys.argv[5:10])
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
-jax.distributed.initialize(coordinator, num_processes=2, process_id=process_id)
+jax.distributed.initialize(coordinator, num_processes=2, process_id=process_id,
+                           heartbeat_timeout_seconds=10)
 docs = clustered_docs(num_docs, dim=dim, topics=48, seed=seed)
 if nan_in >= 0:
     docs[nan_in][0, 0] = np.nan
@@ -42,19 +47,32 @@ share = process_share(num_docs, process_id, 2)
 mine, ids = docs[share.start:share.stop], [f"doc-{i}" for i in share]
 if process_id == 1:
     mine = (doc for doc in mine)  # one process reads a list, the other a one-shot stream
-arrays = build_index_distributed(mine, ids, target, num_centroids=64, seed=seed,
+    real, compressed = build_state.write_atomically, []
+
+    def write_then_die(path, write):
+        real(path, write)
+        compressed.append(path) if path.name.startswith("compressed-") else None
+        if len(compressed) == die_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    build_state.write_atomically = write_then_die
+arrays = build_index_distributed(mine, ids, target, num_centroids=64, seed=seed, resume=bool(resume),
                                  memory_budget_bytes=1 << 20, progress=False)
 print(f"process {process_id} returned {type(arrays).__name__}", flush=True)
+if process_id == 1:
+    print(f"process 1 compressed {len(compressed)} chunks", flush=True)
 jax.distributed.shutdown()
 """
 
 
-def run_two_processes(target, seed, nan_in=-1) -> list[subprocess.CompletedProcess]:
-    """PROCESS in two fresh interpreters, one CPU device each, joined by jax.distributed."""
+def run_two_processes(target, seed, nan_in=-1, die_at=-1, resume=False):
+    """PROCESS in two fresh interpreters, one CPU device each, joined by jax.distributed;
+    process 1 puts a NaN in document `nan_in`, or is killed after writing its `die_at`-th
+    compressed chunk, when those are >= 0. -> both CompletedProcess."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
     coordinator = f"127.0.0.1:{free_port()}"
-    args = [coordinator, None, target, seed, NUM_DOCS, DIM, nan_in]
+    args = [coordinator, None, target, seed, NUM_DOCS, DIM, nan_in, die_at, int(resume)]
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", PROCESS, *map(str, args[:1] + [pid] + args[2:])],
@@ -125,6 +143,29 @@ def assert_same_folders(single, target, note):
     meta_one, meta_two = (json.loads((d / METADATA_FILE).read_text()) for d in (single, target))
     assert meta_one.pop("created_utc") and meta_two.pop("created_utc")
     assert meta_one == meta_two
+
+
+@pytest.mark.slow  # jax.distributed takes its 10 s heartbeat timeout to end process 0
+def test_a_killed_process_stops_the_build_and_resume_finishes_it(corpus, tmp_path, seed):
+    """Process 1 is SIGKILLed in pass 2: process 0 is ended by jax.distributed (heartbeat
+    timeout); both shares' finished chunks are kept, and the same program run again (resume=True)
+    saves the one-process index."""
+    docs, ids = corpus
+    target = tmp_path / "two"
+    killed = run_two_processes(target, seed, die_at=2)
+    assert killed[1].returncode == -signal.SIGKILL, killed[1].stderr[-3000:]
+    assert killed[0].returncode != 0 and "another task died" in killed[0].stderr
+    assert len(list(part_state_dir(target, 1).glob("compressed-*"))) == 2
+    chunks = len(list(part_state_dir(target, 1).glob("lengths-*")))
+    assert not target.exists() and chunks > 2
+    resumed = run_two_processes(target, seed, resume=True)
+    assert [r.returncode for r in resumed] == [0, 0], resumed[0].stderr[-3000:]
+    # Killed before its manifest recorded the 2nd chunk: only the 1st is skipped.
+    assert f"process 1 compressed {chunks - 1} chunks" in resumed[1].stdout
+    single = tmp_path / "one"
+    build_index(docs, ids, single, seed=seed, **SETTINGS)
+    assert_same_folders(single, target, f" seed={seed}")
+    assert not state_dir_for(target).exists()
 
 
 def test_an_error_in_one_process_stops_both(tmp_path, seed):
