@@ -13,9 +13,14 @@ import numpy as np
 import pytest
 
 from lateint_jax.cli import main as lateint
-from lateint_jax.index.build import build_index
-from lateint_jax.index.build_state import state_dir_for
-from lateint_jax.index.distributed_build import part_state_dir, process_share
+from lateint_jax.errors import InputError
+from lateint_jax.index.build import KMEANS_NITERS, build_index
+from lateint_jax.index.build_state import BuildState, state_dir_for
+from lateint_jax.index.distributed_build import (
+    build_index_distributed,
+    part_state_dir,
+    process_share,
+)
 from lateint_jax.index.storage import METADATA_FILE, load_index
 from tests.index.test_streaming_build import FIELDS
 from tests.local_servers import free_port
@@ -110,6 +115,30 @@ def test_process_share_covers_the_corpus_in_order():
         shares = [process_share(count, p, processes) for p in range(processes)]
         assert [i for share in shares for i in share] == list(range(count))
         assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+def test_a_one_process_program_builds_the_build_index_index(corpus, tmp_path, seed):
+    """jax.process_count() == 1 (no jax.distributed here): the same steps, in-process."""
+    docs, ids = corpus
+    build_index_distributed(docs[:200], ids[:200], tmp_path / "one", seed=seed, **SETTINGS)
+    build_index(docs[:200], ids[:200], tmp_path / "ref", seed=seed, **SETTINGS)
+    assert_same_folders(tmp_path / "ref", tmp_path / "one", f" seed={seed}")
+
+
+def test_resume_needs_the_same_process_count(corpus, tmp_path):
+    """A state left by two processes: one process may not resume it, nor start over on it
+    without being told to (resume=False discards it)."""
+    docs, ids = corpus
+    target = tmp_path / "index"
+    settings = {"nbits": 2, "num_centroids": 64, "seed": 0, "kmeans_niters": KMEANS_NITERS}
+    settings |= {"memory_budget_bytes": SETTINGS["memory_budget_bytes"], "processes": 2}
+    BuildState.open_folder(state_dir_for(target), settings, resume=False)
+    with pytest.raises(InputError, match=r"settings differ \(processes: 2 then, 1 now\)"):
+        build_index_distributed(docs[:50], ids[:50], target, resume=True, **SETTINGS)
+    with pytest.raises(InputError, match="processes: 2 then, None now"):
+        build_index(docs[:50], ids[:50], target, resume=True, **SETTINGS)
+    build_index(docs[:50], ids[:50], target, **SETTINGS)
+    assert not state_dir_for(target).exists() and load_index(target).num_docs == 50
 
 
 def test_two_processes_build_the_one_process_index(corpus, tmp_path, seed):
