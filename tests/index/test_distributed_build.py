@@ -243,3 +243,21 @@ def test_lateint_index_on_two_processes(tmp_path):
     assert [p.returncode for p in processes] == [0, 0], logs
     assert "[process 1] indexed documents 15..29; process 0 saved the index" in logs[1]
     assert_same_folders(single, target, "")
+
+
+def test_shares_must_not_repeat_ids_or_differ_in_dim(tmp_path):
+    """What process 0 checks once every share is read (the shares' own build states)."""
+    from lateint_jax.index import distributed_build
+
+    parts = []
+    for p, (ids, dim) in enumerate([(["a", "b"], 8), (["c", "a"], 8), (["d"], 16)]):
+        part = BuildState.open_folder(part_state_dir(tmp_path / "index", p), {}, resume=False)
+        part.write_ids(ids)
+        part.manifest["dim"] = dim
+        parts.append(part)
+    assert distributed_build._all_ids(parts[::2]) == ["a", "b", "d"]
+    with pytest.raises(InputError, match="duplicate document ids: 'a'"):
+        distributed_build._all_ids(parts[:2])
+    distributed_build._check_dims(parts[:2])
+    with pytest.raises(InputError, match=r"different dims: \[8, 8, 16\]"):
+        distributed_build._check_dims(parts)
