@@ -6,6 +6,11 @@ CORPUS is a BEIR folder, a BEIR corpus.jsonl, or a text file with one passage pe
 A ColBERT corpus is encoded a group of passages at a time and streamed into build_index, which
 holds at most --memory-budget of token vectors (see build_index); after a crash, --resume skips
 the chunks already done and does not encode their passages again.
+
+With --coordinator HOST:PORT --num-processes N --process-id I (the flags of `lateint serve`),
+the command is one of N processes of a JAX program (index.distributed_build): each encodes and
+compresses its contiguous share of the corpus, and process 0 saves the index, the one-process
+build's. INDEX_DIR's parent must be on a filesystem every process sees.
 """
 
 from __future__ import annotations
@@ -15,13 +20,18 @@ import itertools
 import re
 import sys
 
+import jax
+
 from lateint_jax.data.beir import load_corpus
 from lateint_jax.encoders import BiEncoder, ColBERT
 from lateint_jax.errors import InputError
 from lateint_jax.index.build import MIN_MEMORY_BUDGET, build_dense_index, build_index
 from lateint_jax.index.build_state import finished_documents
+from lateint_jax.index.distributed_build import build_index_distributed, process_share
+from lateint_jax.index.distributed_build import finished_documents as finished_share_documents
 from lateint_jax.index.storage import check_index_target, index_size_bytes
 from lateint_jax.outputs import refuse_overlap
+from lateint_jax.serving.multihost import initialize
 
 ENCODE_GROUP_BATCHES = 16  # passages encoded per encoder call: 16 batches
 BYTE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
@@ -85,6 +95,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(PyLate's rule; 1 = none)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--coordinator",
+        help="multi-process build: HOST:PORT of process 0 for jax.distributed (all processes)",
+    )
+    parser.add_argument(
+        "--num-processes", type=int, default=1, help="multi-process build: process count"
+    )
+    parser.add_argument("--process-id", type=int, default=0, help="multi-process build: this one")
 
 
 def _check_output(args) -> None:
@@ -109,6 +127,10 @@ def _check_args(args) -> None:
         raise InputError(f"--pool-factor must be at least 1, got {args.pool_factor}")
     if args.kind != "colbert" and args.pool_factor != 1:
         raise InputError("--pool-factor applies to a ColBERT index only")
+    if args.num_processes < 1:
+        raise InputError(f"--num-processes must be at least 1, got {args.num_processes}")
+    if args.num_processes > 1 and args.kind != "colbert":
+        raise InputError("a multi-process build (--num-processes > 1) builds a ColBERT index only")
     args.memory_budget_bytes = parse_bytes(args.memory_budget)
     if args.memory_budget_bytes < MIN_MEMORY_BUDGET:
         raise InputError(f"--memory-budget must be at least 1MiB, got {args.memory_budget!r}")
@@ -139,6 +161,12 @@ class EncodedPassages:
 def run(args) -> int:
     _check_args(args)
     corpus = load_corpus(args.corpus)
+    if args.num_processes > 1:
+        initialize(args)  # before the encoder touches a device
+        try:
+            return _run_one_process(args, corpus)
+        finally:
+            jax.distributed.shutdown()
     model_name = None if args.model == "default" else args.model
     progress = not args.quiet
     if args.kind == "biencoder":
@@ -153,28 +181,63 @@ def run(args) -> int:
         )
         summary = f"{len(corpus)} documents, {vectors.shape[1]}-d vectors"
     else:
-        overrides = {} if args.doc_maxlen is None else {"doc_maxlen": args.doc_maxlen}
-        encoder = ColBERT.from_pretrained(model_name, **overrides)
+        encoder = _colbert(args)
         skip = finished_documents(args.index_dir) if args.resume else 0
         passages = EncodedPassages(encoder, corpus.texts, args.batch_size, skip, args.pool_factor)
         arrays = build_index(
             passages,
             corpus.ids,
             args.index_dir,
-            nbits=args.nbits,
-            memory_budget_bytes=args.memory_budget_bytes,
-            resume=args.resume,
-            num_centroids=args.num_centroids,
-            seed=args.seed,
-            encoder=encoder,
-            metadata={"pool_factor": args.pool_factor},
-            overwrite=args.overwrite,
-            progress=progress,
+            **_build_settings(args, encoder, progress),
         )
-        total = sum(index_size_bytes(args.index_dir).values())
-        summary = (
-            f"{arrays.num_docs} documents, {arrays.num_embeddings} token vectors, "
-            f"{arrays.num_centroids} centroids, {total / arrays.num_embeddings:.1f} bytes/vector"
-        )
+        summary = _summary(arrays, args.index_dir)
     print(f"indexed {summary} into {args.index_dir}", file=sys.stderr)
+    return 0
+
+
+def _colbert(args) -> ColBERT:
+    overrides = {} if args.doc_maxlen is None else {"doc_maxlen": args.doc_maxlen}
+    return ColBERT.from_pretrained(None if args.model == "default" else args.model, **overrides)
+
+
+def _build_settings(args, encoder, progress: bool) -> dict:
+    return {
+        "nbits": args.nbits,
+        "memory_budget_bytes": args.memory_budget_bytes,
+        "resume": args.resume,
+        "num_centroids": args.num_centroids,
+        "seed": args.seed,
+        "encoder": encoder,
+        "metadata": {"pool_factor": args.pool_factor},
+        "overwrite": args.overwrite,
+        "progress": progress,
+    }
+
+
+def _summary(arrays, index_dir) -> str:
+    total = sum(index_size_bytes(index_dir).values())
+    return (
+        f"{arrays.num_docs} documents, {arrays.num_embeddings} token vectors, "
+        f"{arrays.num_centroids} centroids, {total / arrays.num_embeddings:.1f} bytes/vector"
+    )
+
+
+def _run_one_process(args, corpus) -> int:
+    """One process of a multi-process build: encode and compress this process's share."""
+    share = process_share(len(corpus), jax.process_index(), jax.process_count())
+    encoder = _colbert(args)
+    skip = finished_share_documents(args.index_dir, args.process_id) if args.resume else 0
+    texts = corpus.texts[share.start : share.stop]
+    passages = EncodedPassages(encoder, texts, args.batch_size, skip, args.pool_factor)
+    arrays = build_index_distributed(
+        passages,
+        corpus.ids[share.start : share.stop],
+        args.index_dir,
+        **_build_settings(args, encoder, not args.quiet),
+    )
+    if arrays is None:
+        summary = f"documents {share.start}..{share.stop - 1}; process 0 saved the index"
+    else:
+        summary = _summary(arrays, args.index_dir)
+    print(f"[process {args.process_id}] indexed {summary} into {args.index_dir}", file=sys.stderr)
     return 0

@@ -232,6 +232,27 @@ def relabel_by_frequency(centroids, codes, residuals, corpus: Corpus, token_star
     return centroids[order]
 
 
+def compress_corpus(
+    documents, doc_ids, index_dir, fingerprint: dict, resume: bool, *, num_centroids, nbits,
+    seed, kmeans_niters, budget, progress,
+):  # fmt: skip
+    """Pass 1, the codec, pass 2 and the assembly of build_index, in its build state. -> (state,
+    corpus, (centroids [C, D], cutoffs, weights, codes [M], residuals [M, W], doc_offsets))"""
+    state = BuildState.open(index_dir, fingerprint, resume)
+    try:
+        corpus = ingest(documents, doc_ids, state, budget // 4, progress=progress)
+        packed_width(corpus.dim, nbits)
+        centroids, cutoffs, weights = codec_for(
+            corpus, num_centroids, nbits, seed, kmeans_niters, budget // 4, progress
+        )
+        compress_chunks(corpus, centroids, cutoffs, nbits, budget, progress)
+        centroids, codes, residuals, doc_offsets = assemble(corpus, centroids, nbits)
+    finally:
+        if state.temporary:
+            state.remove()
+    return state, corpus, (centroids, cutoffs, weights, codes, residuals, doc_offsets)
+
+
 def _model_metadata(
     encoder, model_meta: dict | None, kind: str, metadata: dict | None, extra: dict
 ) -> dict:
@@ -280,7 +301,8 @@ def build_index(
     overwrite: bool = False,
     progress: bool = True,
     kmeans_niters: int = KMEANS_NITERS,
-) -> IndexArrays:
+    processes=None,
+) -> IndexArrays | None:
     """Compress documents (one [T_i, D] array each) into an index; save it atomically to
     index_dir when given. Returns the arrays load_index gives.
 
@@ -297,7 +319,10 @@ def build_index(
 
     The `encoder` (a `ColBERT`) that made the vectors is recorded under metadata["model"], so
     the index knows how to encode its queries (or pass that record as `model_meta`); `metadata`
-    adds top-level fields."""
+    adds top-level fields.
+
+    `processes` is set by `index.distributed_build.build_index_distributed` (one process of a
+    multi-process build); then only process 0 returns the arrays, the others None."""
     check_nbits(nbits)
     budget = check_memory_budget(memory_budget_bytes)
     if index_dir is not None:  # refused before the k-means, not after
@@ -310,18 +335,13 @@ def build_index(
         "memory_budget_bytes": budget,
         "input": "sequence" if isinstance(documents, Sequence) else "stream",
     }
-    state = BuildState.open(index_dir, fingerprint, resume)
-    try:
-        corpus = ingest(documents, doc_ids, state, budget // 4, progress=progress)
-        packed_width(corpus.dim, nbits)
-        centroids, cutoffs, weights = codec_for(
-            corpus, num_centroids, nbits, seed, kmeans_niters, budget // 4, progress
-        )
-        compress_chunks(corpus, centroids, cutoffs, nbits, budget, progress)
-        centroids, codes, residuals, doc_offsets = assemble(corpus, centroids, nbits)
-    finally:
-        if state.temporary:
-            state.remove()
+    built = (compress_corpus if processes is None else processes.compress_corpus)(
+        documents, doc_ids, index_dir, fingerprint, resume, num_centroids=num_centroids,
+        nbits=nbits, seed=seed, kmeans_niters=kmeans_niters, budget=budget, progress=progress,
+    )  # fmt: skip
+    if built is None:
+        return None  # one process of a multi-process build; process 0 saves the index
+    state, corpus, (centroids, cutoffs, weights, codes, residuals, doc_offsets) = built
     deleted = np.zeros(len(corpus.ids), bool)
     ivf_pids, ivf_offsets = build_ivf(codes, doc_offsets, centroids.shape[0], deleted)
     extra = {

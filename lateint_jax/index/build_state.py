@@ -8,6 +8,8 @@ in-memory build) and is deleted once the index is saved.
     lengths-00000.npy      chunk 0's token counts [N_k] int64
     spill-00000.npy        chunk 0's token vectors [M_k, D] float32 (one-shot input only)
     codec.npz              centroids, bucket cutoffs and bucket weights, once trained
+    ids.json, sample.npy   one process of a multi-process build (index/distributed_build.py):
+                           its documents' ids, and its rows of the k-means sample
     compressed-00000.npz   chunk 0's codes [M_k] int32 and residuals [M_k, W] uint8, each
                            document's tokens sorted by code (centroid ids before relabelling)
 
@@ -46,8 +48,13 @@ def state_dir_for(index_dir) -> Path:
 def finished_documents(index_dir) -> int:
     """How many leading documents a resumed build into index_dir counts off its input without
     reading their vectors (those of the chunks its manifest records); 0 when there is no state."""
+    return finished_documents_in(state_dir_for(index_dir))
+
+
+def finished_documents_in(folder: Path) -> int:
+    """finished_documents for the build-state folder itself."""
     try:
-        manifest = _read_manifest(state_dir_for(index_dir))
+        manifest = _read_manifest(Path(folder))
     except InputError:
         return 0  # build_index reports it
     return sum(record["docs"] for record in (manifest or {}).get("chunks", []))
@@ -97,13 +104,16 @@ class BuildState:
         """The state for a build into index_dir (None: a temporary folder, never resumed).
         resume=True continues the state found there (InputError when its fingerprint differs);
         otherwise any previous state is discarded."""
-        fresh = {"state_version": STATE_VERSION, "fingerprint": fingerprint, "dim": None}
-        fresh |= {"chunks": [], "input_complete": False, "codec": False}
         if index_dir is None:
             if resume:
                 raise InputError("resume=True needs an index_dir (where the build state lives)")
-            return cls(Path(tempfile.mkdtemp(prefix="lateint-build-")), fresh, temporary=True)
-        folder = state_dir_for(index_dir)
+            folder = Path(tempfile.mkdtemp(prefix="lateint-build-"))
+            return cls(folder, _fresh_manifest(fingerprint), temporary=True)
+        return cls.open_folder(state_dir_for(index_dir), fingerprint, resume)
+
+    @classmethod
+    def open_folder(cls, folder: Path, fingerprint: dict, resume: bool) -> BuildState:
+        """`open` for the state folder itself (a multi-process build keeps one per process)."""
         previous = _read_manifest(folder)
         if resume and previous is not None:
             _check_fingerprint(folder, previous, fingerprint)
@@ -111,9 +121,17 @@ class BuildState:
         if folder.exists():
             shutil.rmtree(folder)  # _read_manifest refused a folder that is not ours
         folder.mkdir(parents=True)
-        state = cls(folder, fresh, temporary=False)
+        state = cls(folder, _fresh_manifest(fingerprint), temporary=False)
         state.save_manifest()
         return state
+
+    @classmethod
+    def existing(cls, folder: Path) -> BuildState:
+        """The state a build left in `folder`, to read (InputError when there is none)."""
+        manifest = _read_manifest(Path(folder))
+        if manifest is None:
+            raise InputError(f"no build state in {folder}")
+        return cls(Path(folder), manifest, temporary=False)
 
     # -- the manifest
     def save_manifest(self) -> None:
@@ -186,8 +204,26 @@ class BuildState:
         with np.load(self.folder / "codec.npz", allow_pickle=False) as saved:
             return saved["centroids"], saved["cutoffs"], saved["weights"]
 
+    def write_ids(self, ids: list[str]) -> None:
+        data = json.dumps(ids, ensure_ascii=False).encode("utf-8")
+        write_atomically(self.folder / "ids.json", lambda f: f.write(data))
+
+    def read_ids(self) -> list[str]:
+        return json.loads((self.folder / "ids.json").read_text(encoding="utf-8"))
+
+    def write_sample(self, vectors: np.ndarray) -> None:
+        _write_array(self.folder / "sample.npy", np.ascontiguousarray(vectors, np.float32))
+
+    def read_sample(self) -> np.ndarray:
+        return np.load(self.folder / "sample.npy", allow_pickle=False)
+
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _fresh_manifest(fingerprint: dict) -> dict:
+    fresh = {"state_version": STATE_VERSION, "fingerprint": fingerprint, "dim": None}
+    return fresh | {"chunks": [], "input_complete": False, "codec": False}
 
 
 def _read_manifest(folder: Path) -> dict | None:
