@@ -184,18 +184,32 @@ class IndexArrays:
             if self._order is not None:
                 self._ivf = self._order.ivf(self.num_docs, self.deleted)
             else:
-                self._ivf = build_ivf(self.codes, self.doc_offsets, self.num_centroids, self.deleted)
+                self._ivf = build_ivf(
+                    self.codes, self.doc_offsets, self.num_centroids, self.deleted
+                )
         return self._ivf
+
+    def tokens_at(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Codes [...] int32 and residuals [..., R] of token rows in document order, read from
+        whichever order is at hand (no whole-index copy for a few rows)."""
+        if self._codes is not None:
+            return self._codes[rows], np.asarray(self._residuals[rows.reshape(-1)]).reshape(
+                *rows.shape, -1
+            )
+        order = self._order
+        at = order.document_rows[rows]
+        codes = (np.searchsorted(order.cell_offsets, at, side="right") - 1).astype(np.int32)
+        return codes, np.asarray(order.residuals[at.reshape(-1)]).reshape(*rows.shape, -1)
 
     def replace(self, **changes) -> IndexArrays:
         """A copy with some arrays replaced; changing rows or tombstones drops what was derived
         from the old ones (the other token order, the inverted lists)."""
-        fields = dict(
-            centroids=self.centroids, bucket_cutoffs=self.bucket_cutoffs,
-            bucket_weights=self.bucket_weights, doc_offsets=self.doc_offsets,
-            doc_ids=self.doc_ids, deleted=self.deleted, nbits=self.nbits,
-            metadata=dict(self.metadata),
-        )  # fmt: skip
+        fields = {
+            "centroids": self.centroids, "bucket_cutoffs": self.bucket_cutoffs,
+            "bucket_weights": self.bucket_weights, "doc_offsets": self.doc_offsets,
+            "doc_ids": self.doc_ids, "deleted": self.deleted, "nbits": self.nbits,
+            "metadata": dict(self.metadata),
+        }  # fmt: skip
         rows_changed = {"codes", "residuals", "doc_offsets"} & set(changes)
         if rows_changed:
             if not {"codes", "residuals", "doc_offsets"} <= set(changes):

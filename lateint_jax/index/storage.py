@@ -260,7 +260,9 @@ def _verify_files(index_dir: Path, metadata: dict, verify_checksums: bool) -> No
     for (path, start, size, _), ok in zip(jobs, results):
         if not ok:
             where = f" (bytes {start}-{start + size})" if size < path.stat().st_size else ""
-            raise IndexFormatError(f"{path} fails its sha256 checksum{where}: the file is corrupted")
+            raise IndexFormatError(
+                f"{path} fails its sha256 checksum{where}: the file is corrupted"
+            )
 
 
 def _load_array(index_dir: Path, name: str, metadata: dict, mmap: bool) -> np.ndarray:
@@ -332,16 +334,16 @@ def load_index(index_dir, *, verify_checksums: bool = True, mmap: bool = True) -
         {name: load(name) for name in codes_io.centroid_file_names(centroid_encoding)},
         metadata.get("dim"),
     )
-    common = dict(
-        centroids=centroids,
-        bucket_cutoffs=np.asarray(load("bucket_cutoffs.npy")),
-        bucket_weights=np.asarray(load("bucket_weights.npy")),
-        doc_offsets=doc_offsets,
-        doc_ids=_load_ids(index_dir, num_docs),
-        deleted=np.array(load("deleted.npy"), bool),
-        nbits=nbits,
-        metadata=metadata,
-    )
+    common = {
+        "centroids": centroids,
+        "bucket_cutoffs": np.asarray(load("bucket_cutoffs.npy")),
+        "bucket_weights": np.asarray(load("bucket_weights.npy")),
+        "doc_offsets": doc_offsets,
+        "doc_ids": _load_ids(index_dir, num_docs),
+        "deleted": np.array(load("deleted.npy"), bool),
+        "nbits": nbits,
+        "metadata": metadata,
+    }
     if version == 1:
         log.warning(
             "%s is in index format version 1 (document order): it is put in centroid order "

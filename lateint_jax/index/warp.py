@@ -186,7 +186,7 @@ def place(arrays: IndexArrays, mesh: Mesh) -> WarpShards:
         stop = min(first + per_shard, arrays.num_docs)
         parts.append(_shard_tokens(order, offsets, first, stop))
     width = max(1, max(p[1].shape[0] for p in parts))
-    c, r = arrays.num_centroids, arrays.residual_bytes
+    c = arrays.num_centroids
     doc_type = np.uint16 if per_shard < 1 << 16 else np.int32  # per_shard marks padding
     token_docs = _stacked([p[1] for p in parts], width, per_shard, doc_type)
     token_residuals = _stacked([p[2] for p in parts], width, 0, np.uint8)
