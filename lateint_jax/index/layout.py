@@ -92,12 +92,19 @@ class CentroidOrder:
     @classmethod
     def from_documents(cls, codes, residuals, doc_offsets, num_centroids: int) -> CentroidOrder:
         """Reorder document-ordered tokens (one stable sort by centroid id)."""
-        num_docs = doc_offsets.shape[0] - 1
-        order = np.argsort(codes, kind="stable")
-        docs = np.repeat(np.arange(num_docs, dtype=doc_dtype(num_docs)), np.diff(doc_offsets))
-        cell_offsets = np.zeros(num_centroids + 1, np.int64)
-        np.cumsum(np.bincount(codes, minlength=num_centroids), out=cell_offsets[1:])
-        return cls(cell_offsets, docs[order], np.asarray(residuals)[order])
+        rows, cell_offsets, token_docs = centroid_permutation(codes, doc_offsets, num_centroids)
+        return cls(cell_offsets, token_docs, np.asarray(residuals)[rows])
+
+
+def centroid_permutation(codes: np.ndarray, doc_offsets: np.ndarray, num_centroids: int):
+    """Document-ordered codes [M] -> (rows [M]: the document-order row of each token in
+    centroid order, cell_offsets [C + 1], token_docs [M] in centroid order)."""
+    num_docs = doc_offsets.shape[0] - 1
+    rows = np.argsort(codes, kind="stable")
+    docs = np.repeat(np.arange(num_docs, dtype=doc_dtype(num_docs)), np.diff(doc_offsets))
+    cell_offsets = np.zeros(num_centroids + 1, np.int64)
+    np.cumsum(np.bincount(codes, minlength=num_centroids), out=cell_offsets[1:])
+    return rows, cell_offsets, docs[rows]
 
 
 class IndexArrays:

@@ -28,12 +28,19 @@ import numpy as np
 
 from lateint_jax.codec import codes_io
 from lateint_jax.errors import IndexFormatError
-from lateint_jax.index.layout import CentroidOrder, DenseArrays, IndexArrays, doc_dtype
+from lateint_jax.index.layout import (
+    CentroidOrder,
+    DenseArrays,
+    IndexArrays,
+    centroid_permutation,
+    doc_dtype,
+)
 from lateint_jax.outputs import atomic_folder, check_target
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 CHECKSUM_CHUNK = 1 << 26  # bytes per sha256 (64 MiB): big files verify in parallel
+WRITE_ROWS = 1 << 18  # rows gathered at a time when writing in another order
 METADATA_FILE = "metadata.json"
 IDS_FILE = "doc_ids.json"
 # How new indexes store centroids (codec.codes_io): bit-packed 6-bit rows with power-of-two
@@ -89,6 +96,20 @@ def _write_array(folder: Path, name: str, array: np.ndarray) -> dict:
     return {**entry, "dtype": array.dtype.str, "shape": list(array.shape)}
 
 
+def _write_rows(folder: Path, name: str, source: np.ndarray, rows: np.ndarray) -> dict:
+    """Write source[rows] as a .npy file, gathered WRITE_ROWS rows at a time (no full copy)."""
+    shape = (rows.shape[0], *source.shape[1:])
+    header = {"descr": np.lib.format.dtype_to_descr(source.dtype), "fortran_order": False,
+              "shape": shape}  # fmt: skip
+
+    def write(handle):
+        np.lib.format.write_array_header_1_0(handle, header)
+        for start in range(0, rows.shape[0], WRITE_ROWS):
+            handle.write(np.ascontiguousarray(source[rows[start : start + WRITE_ROWS]]))
+
+    return {**_write_file(folder, name, write), "dtype": source.dtype.str, "shape": list(shape)}
+
+
 def _write_json(folder: Path, name: str, value) -> dict:
     data = json.dumps(value, ensure_ascii=False).encode("utf-8")
     return _write_file(folder, name, lambda f: f.write(data))
@@ -130,7 +151,13 @@ def save_index(arrays: IndexArrays, index_dir, overwrite: bool = False) -> dict:
     inverted lists are not stored (load_index reads them off that order)."""
     arrays.validate()
     centroids_encoding = arrays.metadata.get("centroids_encoding", CENTROIDS_ENCODING)
-    order = arrays.order
+    if arrays.has_order:
+        order = arrays.order
+        rows, cell_offsets, token_docs = None, order.cell_offsets, order.token_docs
+    else:  # reordered here and not kept: a build holds no second copy of its residuals
+        rows, cell_offsets, token_docs = centroid_permutation(
+            arrays.codes, arrays.doc_offsets, arrays.num_centroids
+        )
 
     def fill(tmp: Path):
         files = {}
@@ -139,12 +166,15 @@ def save_index(arrays: IndexArrays, index_dir, overwrite: bool = False) -> dict:
             files[name] = _write_array(tmp, name, array)
         files["bucket_cutoffs.npy"] = _write_array(tmp, "bucket_cutoffs.npy", arrays.bucket_cutoffs)
         files["bucket_weights.npy"] = _write_array(tmp, "bucket_weights.npy", arrays.bucket_weights)
-        lengths = np.diff(order.cell_offsets)
+        lengths = np.diff(cell_offsets)
         narrow = np.int32 if lengths.max(initial=0) < 2**31 else np.int64
         files["cell_lengths.npy"] = _write_array(tmp, "cell_lengths.npy", lengths.astype(narrow))
-        docs = order.token_docs.astype(doc_dtype(arrays.num_docs), copy=False)
+        docs = token_docs.astype(doc_dtype(arrays.num_docs), copy=False)
         files["token_docs.npy"] = _write_array(tmp, "token_docs.npy", docs)
-        files["residuals.npy"] = _write_array(tmp, "residuals.npy", order.residuals)
+        if rows is None:
+            files["residuals.npy"] = _write_array(tmp, "residuals.npy", order.residuals)
+        else:
+            files["residuals.npy"] = _write_rows(tmp, "residuals.npy", arrays.residuals, rows)
         files["doclens.npy"] = _write_array(tmp, "doclens.npy", arrays.doc_lengths)
         files["deleted.npy"] = _write_array(tmp, "deleted.npy", arrays.deleted.astype(bool))
         files[IDS_FILE] = _write_json(tmp, IDS_FILE, list(arrays.doc_ids))

@@ -128,14 +128,14 @@ def test_crash_midway_keeps_previous_index(built, tmp_path, monkeypatch):
     _, arrays = built
     target = tmp_path / "index"
     save_index(arrays, target)
-    real_write = storage._write_array
+    real_write = storage._write_file
 
-    def failing_write(folder, name, array):
+    def failing_write(folder, name, write):
         if name == "residuals.npy":
             raise OSError("disk full (simulated)")
-        return real_write(folder, name, array)
+        return real_write(folder, name, write)
 
-    monkeypatch.setattr(storage, "_write_array", failing_write)
+    monkeypatch.setattr(storage, "_write_file", failing_write)
     docs, ids = synthetic_docs(num_docs=40, seed=2)
     with pytest.raises(OSError, match="simulated"):
         build_index(docs, ids, target, num_centroids=16, overwrite=True, progress=False)
