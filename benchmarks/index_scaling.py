@@ -21,7 +21,7 @@ device, checksums verified: the "open s" column), bytes per token vector on disk
 memory, process peak RSS, search latency per query (k=10, one at a time and batched) and exact
 latency, and the growth exponent of search latency between sizes (1.0 = linear). Writes
 benchmarks/results/index_scaling.json. --open-only skips the searches (a quick look at open
-time and bytes).
+time and bytes; written to index_scaling_open.json).
 """
 
 from __future__ import annotations
@@ -264,6 +264,8 @@ def main() -> int:
         "sizes": rows,
     }
     results = RESULTS if budget is None else RESULTS.with_name("index_scaling_build_index.json")
+    if args.open_only:  # not a full run: kept apart from the search figures
+        results = results.with_name(results.stem + "_open.json")
     write_report(results, report)
     return 0
 

@@ -33,7 +33,6 @@ from lateint_jax.index.layout import (
     DenseArrays,
     IndexArrays,
     centroid_permutation,
-    doc_dtype,
 )
 from lateint_jax.outputs import atomic_folder, check_target
 
@@ -144,6 +143,34 @@ def write_index_folder(index_dir, overwrite: bool, fill) -> dict:
     return metadata
 
 
+HIGH_VALUES, HIGH_RUNS = "token_docs_high.npy", "token_docs_high_runs.npy"
+
+
+def split_token_docs(token_docs: np.ndarray) -> dict[str, np.ndarray]:
+    """Token documents [M] (rows by centroid, then document) -> the files that store them:
+    token_docs.npy uint16 (the low 16 bits), and, when some number needs more, the high bits
+    as runs of equal values (HIGH_VALUES uint16 [K], HIGH_RUNS uint32/int64 [K] lengths): they
+    never fall within a centroid's rows, so K <= C * (N / 65,536 + 1)."""
+    low = (token_docs & 0xFFFF).astype(np.uint16)
+    if token_docs.shape[0] == 0 or int(token_docs.max()) < 1 << 16:
+        return {"token_docs.npy": low}
+    high = (token_docs.astype(np.uint32) >> 16).astype(np.uint16)
+    starts = np.zeros(high.shape[0], bool)
+    starts[0] = True
+    starts[1:] = high[1:] != high[:-1]
+    first = np.flatnonzero(starts)
+    runs = np.diff(np.append(first, high.shape[0]))
+    runs = runs.astype(np.uint32 if runs.max() < 1 << 32 else np.int64)
+    return {"token_docs.npy": low, HIGH_VALUES: high[first], HIGH_RUNS: runs}
+
+
+def join_token_docs(low: np.ndarray, high: np.ndarray, runs: np.ndarray) -> np.ndarray:
+    """Inverse of split_token_docs -> [M] uint32 (one np.repeat over the tokens)."""
+    if high.shape != runs.shape or int(runs.sum()) != low.shape[0]:
+        raise IndexFormatError(f"{HIGH_VALUES} / {HIGH_RUNS} do not cover the tokens")
+    return np.repeat(high.astype(np.uint32) << 16, runs.astype(np.int64)) | low
+
+
 def save_index(arrays: IndexArrays, index_dir, overwrite: bool = False) -> dict:
     """Write a compressed index atomically in format version 2 (see module docstring); returns
     the metadata written (what load_index will give as `metadata`). The tokens go in centroid
@@ -169,8 +196,8 @@ def save_index(arrays: IndexArrays, index_dir, overwrite: bool = False) -> dict:
         lengths = np.diff(cell_offsets)
         narrow = np.int32 if lengths.max(initial=0) < 2**31 else np.int64
         files["cell_lengths.npy"] = _write_array(tmp, "cell_lengths.npy", lengths.astype(narrow))
-        docs = token_docs.astype(doc_dtype(arrays.num_docs), copy=False)
-        files["token_docs.npy"] = _write_array(tmp, "token_docs.npy", docs)
+        for name, array in split_token_docs(token_docs).items():
+            files[name] = _write_array(tmp, name, array)
         if rows is None:
             files["residuals.npy"] = _write_array(tmp, "residuals.npy", order.residuals)
         else:
@@ -389,8 +416,10 @@ def load_index(index_dir, *, verify_checksums: bool = True, mmap: bool = True) -
         cell_offsets = np.zeros(lengths.shape[0] + 1, np.int64)
         np.cumsum(lengths, out=cell_offsets[1:])
         token_docs = load("token_docs.npy", mmap)
-        if token_docs.dtype.kind != "u":
-            raise IndexFormatError(f"{index_dir}/token_docs.npy must hold unsigned integers")
+        if token_docs.dtype != np.uint16:
+            raise IndexFormatError(f"{index_dir}/token_docs.npy must hold uint16")
+        if HIGH_VALUES in metadata["files"]:
+            token_docs = join_token_docs(token_docs, load(HIGH_VALUES), load(HIGH_RUNS))
         order = CentroidOrder(cell_offsets, token_docs, load("residuals.npy", mmap))
         arrays = IndexArrays(order=order, **common)
     arrays.validate()

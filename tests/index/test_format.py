@@ -171,3 +171,35 @@ def test_device_and_disk_bytes_per_vector(tmp_path):
     )
     assert index.warp.centroids.dtype == jax.numpy.bfloat16
     assert stats["device_bytes_per_token"] == pytest.approx(expected / m)
+
+
+def test_document_numbers_above_16_bits_are_stored_in_two_parts(tmp_path, rng, seed):
+    """More than 65,536 documents: token_docs.npy keeps the low 16 bits, the high bits go in
+    runs; loading joins them back."""
+    num_docs, num_centroids = 70_000, 64
+    lengths = rng.integers(1, 4, num_docs)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    doc_of_row = np.repeat(np.arange(num_docs), lengths)
+    codes = rng.integers(0, num_centroids, offsets[-1]).astype(np.int32)
+    codes = codes[np.lexsort((codes, doc_of_row))]  # each document's tokens by centroid
+    arrays = IndexArrays(
+        centroids=codes_io.round_trip_centroids(rng.standard_normal((num_centroids, 8))),
+        bucket_cutoffs=np.sort(rng.standard_normal((8, 3)), axis=1).astype(np.float32),
+        bucket_weights=np.sort(rng.standard_normal((8, 4)), axis=1).astype(np.float32),
+        codes=codes,
+        residuals=rng.integers(0, 256, (offsets[-1], 2), dtype=np.uint8),
+        doc_offsets=offsets,
+        doc_ids=[f"d{n}" for n in range(num_docs)],
+        deleted=np.zeros(num_docs, bool),
+        nbits=2,
+    )
+    save_index(arrays, tmp_path / "index")
+    files = json.loads((tmp_path / "index" / "metadata.json").read_text())["files"]
+    assert files["token_docs.npy"]["dtype"] == "<u2", seed
+    runs = files[storage.HIGH_RUNS]["shape"][0]
+    assert runs <= num_centroids * 2, seed  # one or two high parts per centroid
+    loaded = load_index(tmp_path / "index")
+    np.testing.assert_array_equal(loaded.order.token_docs, arrays.order.token_docs)
+    assert loaded.order.token_docs.max() >= 1 << 16
+    np.testing.assert_array_equal(loaded.codes, arrays.codes)
+    np.testing.assert_array_equal(loaded.residuals, arrays.residuals)
