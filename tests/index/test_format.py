@@ -203,3 +203,17 @@ def test_document_numbers_above_16_bits_are_stored_in_two_parts(tmp_path, rng, s
     assert loaded.order.token_docs.max() >= 1 << 16
     np.testing.assert_array_equal(loaded.codes, arrays.codes)
     np.testing.assert_array_equal(loaded.residuals, arrays.residuals)
+
+
+def test_one_cpu_device_searches_the_mapped_file(corpus, tmp_path):
+    """On CPU, one device: the device's residuals are the memory-mapped file itself (JAX
+    aliases the aligned buffer), so opening reads only what searches touch."""
+    if jax.devices()[0].platform != "cpu":
+        pytest.skip("aliasing a host buffer is a CPU property")
+    _, arrays = corpus
+    save_index(arrays, tmp_path / "index")
+    index = ColBERTIndex.load(tmp_path / "index", devices=jax.devices()[:1], verify_checksums=False)
+    mapped = index.arrays.order.residuals
+    assert isinstance(mapped, np.memmap)
+    placed = index.warp.token_residuals.addressable_shards[0].data
+    assert placed.unsafe_buffer_pointer() == np.asarray(mapped).ctypes.data
