@@ -116,7 +116,7 @@ def main() -> int:
                 "load_seconds": load_s,
                 "load_seconds_no_checksums": load_fast_s,
                 "num_centroids": arrays.num_centroids,
-                "codes_encoding": loaded.metadata["codes_encoding"],
+                "codes_encoding": loaded.metadata.get("codes_encoding"),  # format 1 only
                 "bytes_per_vector": total / total_tokens,
                 "bits_per_centroid_id": 8 * code_files / total_tokens,
                 "file_bytes": files,

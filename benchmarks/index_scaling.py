@@ -16,9 +16,12 @@ save path included): the documents come from a generator, so the build streams w
 --memory-budget (its spill goes to the system temporary folder), and the report
 (benchmarks/results/index_scaling_build_index.json) gives its seconds and peak RSS.
 
-Reports per size: build seconds, index bytes in device memory, process peak RSS, search latency
-per query (k=10, one at a time and batched) and exact latency, and the growth exponent of search
-latency between sizes (1.0 = linear). Writes benchmarks/results/index_scaling.json.
+Reports per size: build seconds, the seconds to open the saved index (`open_index` on one
+device, checksums verified: the "open s" column), bytes per token vector on disk and in device
+memory, process peak RSS, search latency per query (k=10, one at a time and batched) and exact
+latency, and the growth exponent of search latency between sizes (1.0 = linear). Writes
+benchmarks/results/index_scaling.json. --open-only skips the searches (a quick look at open
+time and bytes; written to index_scaling_open.json).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import os
 import platform
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,7 +54,7 @@ def synthetic_index(size: int, seed: int = 0):
     from lateint_jax.codec.bitpack import pack_bits
     from lateint_jax.codec.kmeans import default_num_centroids
     from lateint_jax.codec.residual import bucketize, fit_buckets
-    from lateint_jax.index.layout import IndexArrays, build_ivf, sort_tokens_by_code
+    from lateint_jax.index.layout import IndexArrays, sort_tokens_by_code
 
     rng = np.random.default_rng(seed)
     num_centroids = default_num_centroids(size)
@@ -84,7 +88,6 @@ def synthetic_index(size: int, seed: int = 0):
                     samples.append(points[offsets[n] - start : offsets[n + 1] - start])
     order = sort_tokens_by_code(codes, offsets)
     codes, residuals = codes[order], residuals[order]
-    ivf_pids, ivf_offsets = build_ivf(codes, offsets, num_centroids)
     arrays = IndexArrays(
         centroids=centroids,
         bucket_cutoffs=cutoffs,
@@ -92,8 +95,6 @@ def synthetic_index(size: int, seed: int = 0):
         codes=codes,
         residuals=residuals,
         doc_offsets=offsets.astype(np.int64),
-        ivf_pids=ivf_pids,
-        ivf_offsets=ivf_offsets,
         doc_ids=[str(n) for n in range(len(lengths))],
         deleted=np.zeros(len(lengths), bool),
         nbits=NBITS,
@@ -145,12 +146,13 @@ def per_query_ms(search, queries, batch: bool) -> float:
     return timed_per_query(search, queries, batch)
 
 
-def measure(size: int, queries_count: int, exact_max: int, memory_budget: int | None) -> dict:
+def measure(size: int, queries_count: int, exact_max: int, memory_budget: int | None,
+            open_only: bool = False) -> dict:  # fmt: skip
     """memory_budget None: the synthetic codec (synthetic_index); else build_index, streamed."""
     import jax
 
-    from lateint_jax.index.base import SearchShape
-    from lateint_jax.index.colbert_index import ColBERTIndex
+    from lateint_jax.index.open import open_index
+    from lateint_jax.index.storage import save_index
 
     start = time.perf_counter()
     if memory_budget is None:
@@ -158,17 +160,40 @@ def measure(size: int, queries_count: int, exact_max: int, memory_budget: int | 
     else:
         arrays, samples = streamed_index(size, memory_budget)
     build = time.perf_counter() - start
-    index = ColBERTIndex(arrays, devices=jax.devices()[:1])
+    with tempfile.TemporaryDirectory(prefix="index_scaling-") as folder:
+        save_index(arrays, Path(folder) / "index")
+        del arrays
+        start = time.perf_counter()  # read, verify, lay out and place on the device
+        index = open_index(Path(folder) / "index", devices=jax.devices()[:1])
+        jax.block_until_ready(index.warp.token_arrays)
+        open_seconds = time.perf_counter() - start
+        stats = index.stats()
+        arrays = index.arrays
+        row = {
+            "token_vectors": arrays.num_embeddings,
+            "documents": arrays.num_docs,
+            "centroids": arrays.num_centroids,
+            "generate_and_compress_seconds": build,
+            "open_seconds": open_seconds,
+            "disk_bytes_per_token": stats["disk_bytes_per_token"],
+            "device_bytes_per_token": stats["device_bytes_per_token"],
+            "device_bytes": index.warp.device_bytes(),
+        }
+        if not open_only:
+            row.update(_search_figures(index, samples, queries_count, exact_max))
+    row["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return row
+
+
+def _search_figures(index, samples, queries_count: int, exact_max: int) -> dict:
+    from lateint_jax.index.base import SearchShape
+
+    arrays = index.arrays
     queries = make_queries(samples, queries_count)
     start = time.perf_counter()  # every program a one-query request can reach, compiled first
     index.warmup([SearchShape(batch=1, k=10, query_tokens=queries.shape[1])])
     warmup_seconds = time.perf_counter() - start
     row = {
-        "token_vectors": arrays.num_embeddings,
-        "documents": arrays.num_docs,
-        "centroids": arrays.num_centroids,
-        "generate_and_compress_seconds": build,
-        "device_bytes": index.warp.device_bytes(),
         "warmup_seconds": warmup_seconds,
         "search_ms_single": per_query_ms(lambda q: index.search(q, k=10), queries, False),
         "search_ms_batched": per_query_ms(lambda q: index.search(q, k=10), queries, True),
@@ -178,7 +203,6 @@ def measure(size: int, queries_count: int, exact_max: int, memory_budget: int | 
         found, exact_hits = index.search(queries, k=10), index.exact_search(queries, k=10)
         shared = [{d for d, _ in a} & {d for d, _ in b} for a, b in zip(found, exact_hits)]
         row["top10_overlap"] = float(np.mean([len(s) / 10 for s in shared]))
-    row["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return row
 
 
@@ -191,24 +215,30 @@ def main() -> int:
     parser.add_argument(
         "--memory-budget", type=float, default=2**30, help="bytes (--build build_index)"
     )
+    parser.add_argument("--min-size", type=float, default=1e5, help="smallest corpus (vectors)")
+    parser.add_argument("--open-only", action="store_true", help="open time and bytes only")
     args = parser.parse_args()
     budget = int(args.memory_budget) if args.build == "build_index" else None
-    sizes = [s for s in (100_000, 1_000_000, 10_000_000) if s <= args.max_size]
+    sizes = [s for s in (100_000, 1_000_000, 10_000_000) if args.min_size <= s <= args.max_size]
     rows = []
-    print(f"{'vectors':>10}{'docs':>8}{'C':>7}{'build s':>9}{'dev MB':>8}{'search 1q':>10}"
-          f"{'search bat':>10}{'exact bat':>10}{'ov@10':>7}{'RSS MB':>8}   (ms per query)")  # fmt: skip
+    print(f"{'vectors':>10}{'docs':>8}{'C':>7}{'build s':>9}{'open s':>8}{'disk B/v':>9}"
+          f"{'dev B/v':>8}{'dev MB':>8}{'search 1q':>10}{'search bat':>10}{'exact bat':>10}"
+          f"{'ov@10':>7}{'RSS MB':>8}   (ms per query)")  # fmt: skip
+    nan = float("nan")
     for size in sizes:
-        row = measure(size, args.queries, int(args.exact_max), budget)
+        row = measure(size, args.queries, int(args.exact_max), budget, args.open_only)
         rows.append(row)
         print(
             f"{row['token_vectors']:>10}{row['documents']:>8}{row['centroids']:>7}"
-            f"{row['generate_and_compress_seconds']:>9.1f}{row['device_bytes'] / 2**20:>8.0f}"
-            f"{row['search_ms_single']:>10.2f}{row['search_ms_batched']:>10.2f}"
+            f"{row['generate_and_compress_seconds']:>9.1f}{row['open_seconds']:>8.2f}"
+            f"{row['disk_bytes_per_token']:>9.2f}{row['device_bytes_per_token']:>8.2f}"
+            f"{row['device_bytes'] / 2**20:>8.0f}"
+            f"{row.get('search_ms_single', nan):>10.2f}{row.get('search_ms_batched', nan):>10.2f}"
             f"{row.get('exact_ms_batched', float('nan')):>10.2f}"
             f"{row.get('top10_overlap', float('nan')):>7.3f}{row['peak_rss_bytes'] / 2**20:>8.0f}",
             flush=True,
         )
-    for before, after in itertools.pairwise(rows):
+    for before, after in itertools.pairwise([] if args.open_only else rows):
         growth = np.log(after["token_vectors"] / before["token_vectors"])
         for key in ("search_ms_single", "search_ms_batched"):
             after[f"{key}_growth_exponent"] = float(np.log(after[key] / before[key]) / growth)
@@ -234,6 +264,8 @@ def main() -> int:
         "sizes": rows,
     }
     results = RESULTS if budget is None else RESULTS.with_name("index_scaling_build_index.json")
+    if args.open_only:  # not a full run: kept apart from the search figures
+        results = results.with_name(results.stem + "_open.json")
     write_report(results, report)
     return 0
 

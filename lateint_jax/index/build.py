@@ -39,7 +39,7 @@ from lateint_jax.errors import DiskFullError, InputError
 from lateint_jax.index import model_record
 from lateint_jax.index.build_state import BuildState
 from lateint_jax.index.ingest import Corpus, check_document, ingest
-from lateint_jax.index.layout import DenseArrays, IndexArrays, build_ivf, sort_tokens_by_code
+from lateint_jax.index.layout import DenseArrays, IndexArrays, sort_tokens_by_code
 from lateint_jax.index.storage import (
     CENTROIDS_ENCODING,
     check_index_target,
@@ -342,8 +342,7 @@ def build_index(
     if built is None:
         return None  # one process of a multi-process build; process 0 saves the index
     state, corpus, (centroids, cutoffs, weights, codes, residuals, doc_offsets) = built
-    deleted = np.zeros(len(corpus.ids), bool)
-    ivf_pids, ivf_offsets = build_ivf(codes, doc_offsets, centroids.shape[0], deleted)
+    deleted = np.zeros(len(corpus.ids), bool)  # inverted lists: derived on first use
     extra = {
         "build": {"seed": seed, "kmeans_niters": kmeans_niters, "num_centroids": len(centroids)},
         # the encoding the centroids were rounded to above (save_index keeps a recorded one)
@@ -356,8 +355,6 @@ def build_index(
         codes=codes,
         residuals=residuals,
         doc_offsets=doc_offsets,
-        ivf_pids=ivf_pids,
-        ivf_offsets=ivf_offsets,
         doc_ids=corpus.ids,
         deleted=deleted,
         nbits=nbits,

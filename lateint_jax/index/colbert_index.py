@@ -38,7 +38,7 @@ from lateint_jax.index.base import (
     check_queries,
 )
 from lateint_jax.index.layout import IndexArrays
-from lateint_jax.index.storage import load_index, save_index
+from lateint_jax.index.storage import index_size_bytes, load_index, read_metadata, save_index
 from lateint_jax.index.update import add_documents, delete_documents
 
 SMALL_SUBSET = 1024  # subsets up to this size are scored exactly
@@ -72,10 +72,11 @@ class ColBERTIndex(Index):
         self._doc_width = max(8, -(-int(lengths.max(initial=1)) // 8) * 8)
         here = jax.process_index()  # on a multi-host mesh, this process's first device
         self._local_device = next(d for d in self.mesh.devices.flat if d.process_index == here)
-        self._codec = jax.device_put(
-            (np.asarray(self.arrays.centroids, np.float32), self.arrays.bucket_weights),
-            self._local_device,
+        # the local copy of WARP's centroids (exact in their device dtype), not a second one
+        centroids = next(
+            s.data for s in self.warp.centroids.addressable_shards if s.device == self._local_device
         )
+        self._codec = (centroids, jax.device_put(self.arrays.bucket_weights, self._local_device))
 
     @property
     def shards(self) -> plaid.PlaidShards:
@@ -96,7 +97,17 @@ class ColBERTIndex(Index):
             "token_vectors": self.arrays.num_embeddings,
             "max_doc_tokens": int(self.arrays.doc_lengths.max(initial=0)),
             "device_bytes_per_token": self.warp.device_bytes() / max(self.arrays.num_embeddings, 1),
+            **self._disk_stats(),
         }
+
+    def _disk_stats(self) -> dict:
+        """Bytes per token vector of the folder the index was loaded from or saved to (as it is
+        on disk: changes not saved yet are not counted)."""
+        if self.index_dir is None or not self.index_dir.is_dir():
+            return {}
+        sizes = index_size_bytes(self.index_dir)
+        tokens = read_metadata(self.index_dir).get("num_embeddings", 0)
+        return {"disk_bytes_per_token": sum(sizes.values()) / max(int(tokens), 1)}
 
     # ------------------------------------------------------------------ search
     def _padded(self, queries: np.ndarray, lengths: np.ndarray):
@@ -241,8 +252,9 @@ class ColBERTIndex(Index):
         position = np.arange(width)
         real = position[None, :] < lengths[:, None]
         token_rows = np.where(real, starts[:, None] + position[None, :], 0)
-        codes = np.where(real, self.arrays.codes[token_rows], 0).astype(np.int32)
-        residuals = np.asarray(self.arrays.residuals)[token_rows] * real[..., None]
+        codes, residuals = self.arrays.tokens_at(token_rows)
+        codes = np.where(real, codes, 0).astype(np.int32)
+        residuals = residuals * real[..., None]
         return codes, residuals, lengths
 
     def _score_rows(self, queries: np.ndarray, lengths, k: int, rows: np.ndarray) -> Hits:
@@ -307,8 +319,8 @@ class ColBERTIndex(Index):
         n = rows[doc_id]
         start, stop = self.arrays.doc_offsets[n], self.arrays.doc_offsets[n + 1]
         width = self._doc_width  # one padded length, so any document reuses one compile
-        codes = shapes.pad_axis(self.arrays.codes[start:stop], width)
-        packed = shapes.pad_axis(np.asarray(self.arrays.residuals[start:stop]), width)
+        codes, packed = self.arrays.tokens_at(np.arange(start, stop))
+        codes, packed = shapes.pad_axis(codes, width), shapes.pad_axis(packed, width)
         vectors = decompress_jit(*self._codec, codes, packed, self.arrays.nbits)
         return np.asarray(vectors)[: stop - start]
 

@@ -1,5 +1,12 @@
-"""Index folders on disk: atomic writes, per-file sha256 checksums, versioned metadata and
+"""Index folders on disk: atomic writes, sha256 checksums, versioned metadata and
 memory-mappable `.npy` arrays. The format is described in docs/INDEX_FORMAT.md.
+
+Version 2 (written) stores the tokens in centroid order (`layout.CentroidOrder`), so opening
+an index costs no sort and no decoding over its tokens; version 1 (document order, centroid
+ids entropy-coded) is still read, and put in centroid order when first searched.
+Checksums: every file's size (and `.npy` header) is checked at open; the sha256 of every
+CHECKSUM_CHUNK bytes of every file is verified too unless verify_checksums=False, the chunks
+hashed in parallel threads.
 
 Writing builds the whole folder aside (`INDEX_DIR.tmp-XXXX`), fsyncs every file and the folder,
 then renames it into place. Replacing an existing index swaps the two folders with one atomic
@@ -12,36 +19,62 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from lateint_jax.codec import codes_io
 from lateint_jax.errors import IndexFormatError
-from lateint_jax.index.layout import DenseArrays, IndexArrays, build_ivf
+from lateint_jax.index.layout import (
+    CentroidOrder,
+    DenseArrays,
+    IndexArrays,
+    centroid_permutation,
+)
 from lateint_jax.outputs import atomic_folder, check_target
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+CHECKSUM_CHUNK = 1 << 26  # bytes per sha256 (64 MiB): big files verify in parallel
+WRITE_ROWS = 1 << 18  # rows gathered at a time when writing in another order
 METADATA_FILE = "metadata.json"
 IDS_FILE = "doc_ids.json"
 # How new indexes store centroids (codec.codes_io): bit-packed 6-bit rows with power-of-two
 # scales. An index loaded with another encoding (older "int8") keeps it when saved again, so its
 # residuals stay relative to exactly the same centroids.
 CENTROIDS_ENCODING = "int6"
+log = logging.getLogger(__name__)
 
 
 class _HashingWriter:
-    """A write-only file wrapper that hashes and counts the bytes going through it."""
+    """A write-only file wrapper that counts the bytes going through it and hashes each
+    CHECKSUM_CHUNK of them."""
 
     def __init__(self, handle):
-        self.handle, self.sha256, self.size = handle, hashlib.sha256(), 0
+        self.handle, self.size, self.digests = handle, 0, []
+        self.sha256 = hashlib.sha256()
 
     def write(self, data) -> int:
         view = memoryview(data).cast("B")
-        self.sha256.update(view)
-        self.size += view.nbytes
+        done = 0
+        while done < view.nbytes:
+            room = CHECKSUM_CHUNK - self.size % CHECKSUM_CHUNK
+            part = view[done : done + room]
+            self.sha256.update(part)
+            self.size += part.nbytes
+            done += part.nbytes
+            if self.size % CHECKSUM_CHUNK == 0:
+                self.digests.append(self.sha256.hexdigest())
+                self.sha256 = hashlib.sha256()
         return self.handle.write(view)
+
+    def chunk_digests(self) -> list[str]:
+        if self.size % CHECKSUM_CHUNK or not self.size:
+            return [*self.digests, self.sha256.hexdigest()]
+        return self.digests
 
 
 def _write_file(folder: Path, name: str, write) -> dict:
@@ -51,7 +84,7 @@ def _write_file(folder: Path, name: str, write) -> dict:
         write(writer)
         raw.flush()
         os.fsync(raw.fileno())
-    return {"bytes": writer.size, "sha256": writer.sha256.hexdigest()}
+    return {"bytes": writer.size, "sha256_chunks": writer.chunk_digests()}
 
 
 def _write_array(folder: Path, name: str, array: np.ndarray) -> dict:
@@ -60,6 +93,20 @@ def _write_array(folder: Path, name: str, array: np.ndarray) -> dict:
         folder, name, lambda f: np.lib.format.write_array(f, array, allow_pickle=False)
     )
     return {**entry, "dtype": array.dtype.str, "shape": list(array.shape)}
+
+
+def _write_rows(folder: Path, name: str, source: np.ndarray, rows: np.ndarray) -> dict:
+    """Write source[rows] as a .npy file, gathered WRITE_ROWS rows at a time (no full copy)."""
+    shape = (rows.shape[0], *source.shape[1:])
+    header = {"descr": np.lib.format.dtype_to_descr(source.dtype), "fortran_order": False,
+              "shape": shape}  # fmt: skip
+
+    def write(handle):
+        np.lib.format.write_array_header_1_0(handle, header)
+        for start in range(0, rows.shape[0], WRITE_ROWS):
+            handle.write(np.ascontiguousarray(source[rows[start : start + WRITE_ROWS]]))
+
+    return {**_write_file(folder, name, write), "dtype": source.dtype.str, "shape": list(shape)}
 
 
 def _write_json(folder: Path, name: str, value) -> dict:
@@ -96,13 +143,48 @@ def write_index_folder(index_dir, overwrite: bool, fill) -> dict:
     return metadata
 
 
-def save_index(arrays: IndexArrays, index_dir, overwrite: bool = False) -> dict:
-    """Write a compressed index atomically (see module docstring); returns the metadata written
-    (what load_index will give as `metadata`). The inverted lists are not stored: load_index
-    rebuilds them from the codes."""
-    arrays.validate()
+HIGH_VALUES, HIGH_RUNS = "token_docs_high.npy", "token_docs_high_runs.npy"
 
+
+def split_token_docs(token_docs: np.ndarray) -> dict[str, np.ndarray]:
+    """Token documents [M] (rows by centroid, then document) -> the files that store them:
+    token_docs.npy uint16 (the low 16 bits), and, when some number needs more, the high bits
+    as runs of equal values (HIGH_VALUES uint16 [K], HIGH_RUNS uint32/int64 [K] lengths): they
+    never fall within a centroid's rows, so K <= C * (N / 65,536 + 1)."""
+    low = (token_docs & 0xFFFF).astype(np.uint16)
+    if token_docs.shape[0] == 0 or int(token_docs.max()) < 1 << 16:
+        return {"token_docs.npy": low}
+    high = (token_docs.astype(np.uint32) >> 16).astype(np.uint16)
+    starts = np.zeros(high.shape[0], bool)
+    starts[0] = True
+    starts[1:] = high[1:] != high[:-1]
+    first = np.flatnonzero(starts)
+    runs = np.diff(np.append(first, high.shape[0]))
+    runs = runs.astype(np.uint32 if runs.max() < 1 << 32 else np.int64)
+    return {"token_docs.npy": low, HIGH_VALUES: high[first], HIGH_RUNS: runs}
+
+
+def join_token_docs(low: np.ndarray, high: np.ndarray, runs: np.ndarray) -> np.ndarray:
+    """Inverse of split_token_docs -> [M] uint32 (one np.repeat over the tokens)."""
+    if high.shape != runs.shape or int(runs.sum()) != low.shape[0]:
+        raise IndexFormatError(f"{HIGH_VALUES} / {HIGH_RUNS} do not cover the tokens")
+    return np.repeat(high.astype(np.uint32) << 16, runs.astype(np.int64)) | low
+
+
+def save_index(arrays: IndexArrays, index_dir, overwrite: bool = False) -> dict:
+    """Write a compressed index atomically in format version 2 (see module docstring); returns
+    the metadata written (what load_index will give as `metadata`). The tokens go in centroid
+    order (derived from document order with one sort if the arrays do not hold it yet); the
+    inverted lists are not stored (load_index reads them off that order)."""
+    arrays.validate()
     centroids_encoding = arrays.metadata.get("centroids_encoding", CENTROIDS_ENCODING)
+    if arrays.has_order:
+        order = arrays.order
+        rows, cell_offsets, token_docs = None, order.cell_offsets, order.token_docs
+    else:  # reordered here and not kept: a build holds no second copy of its residuals
+        rows, cell_offsets, token_docs = centroid_permutation(
+            arrays.codes, arrays.doc_offsets, arrays.num_centroids
+        )
 
     def fill(tmp: Path):
         files = {}
@@ -111,25 +193,34 @@ def save_index(arrays: IndexArrays, index_dir, overwrite: bool = False) -> dict:
             files[name] = _write_array(tmp, name, array)
         files["bucket_cutoffs.npy"] = _write_array(tmp, "bucket_cutoffs.npy", arrays.bucket_cutoffs)
         files["bucket_weights.npy"] = _write_array(tmp, "bucket_weights.npy", arrays.bucket_weights)
-        encoded = codes_io.encode_codes(arrays.codes, arrays.doc_offsets, arrays.num_centroids)
-        for name, array in encoded.arrays.items():
+        lengths = np.diff(cell_offsets)
+        narrow = np.int32 if lengths.max(initial=0) < 2**31 else np.int64
+        files["cell_lengths.npy"] = _write_array(tmp, "cell_lengths.npy", lengths.astype(narrow))
+        for name, array in split_token_docs(token_docs).items():
             files[name] = _write_array(tmp, name, array)
-        files["residuals.npy"] = _write_array(tmp, "residuals.npy", arrays.residuals)
+        if rows is None:
+            files["residuals.npy"] = _write_array(tmp, "residuals.npy", order.residuals)
+        else:
+            files["residuals.npy"] = _write_rows(tmp, "residuals.npy", arrays.residuals, rows)
         files["doclens.npy"] = _write_array(tmp, "doclens.npy", arrays.doc_lengths)
         files["deleted.npy"] = _write_array(tmp, "deleted.npy", arrays.deleted.astype(bool))
         files[IDS_FILE] = _write_json(tmp, IDS_FILE, list(arrays.doc_ids))
         metadata = {
-            **arrays.metadata,
-            "kind": "colbert",
-            "dim": arrays.dim,
-            "nbits": arrays.nbits,
-            "num_docs": arrays.num_docs,
-            "num_deleted": int(arrays.deleted.sum()),
-            "num_embeddings": arrays.num_embeddings,
-            "num_centroids": arrays.num_centroids,
-            "codes_encoding": encoded.encoding,
-            "centroids_encoding": centroids_encoding,
+            key: value
+            for key, value in arrays.metadata.items()
+            if key not in ("codes_encoding", "files", "format_version")
         }
+        metadata.update(
+            kind="colbert",
+            dim=arrays.dim,
+            nbits=arrays.nbits,
+            num_docs=arrays.num_docs,
+            num_deleted=int(arrays.deleted.sum()),
+            num_embeddings=arrays.num_embeddings,
+            num_centroids=arrays.num_centroids,
+            token_order="centroid",
+            centroids_encoding=centroids_encoding,
+        )
         return metadata, files
 
     return write_index_folder(index_dir, overwrite, fill)
@@ -175,17 +266,35 @@ def read_metadata(index_dir) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise IndexFormatError(f"{path} is not valid JSON ({err})") from None
     version = metadata.get("format_version") if isinstance(metadata, dict) else None
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise IndexFormatError(
-            f"{index_dir} has index format version {version!r}; this lateint-jax reads version "
-            f"{FORMAT_VERSION} (rebuild the index with `lateint index`)"
+            f"{index_dir} has index format version {version!r}; this lateint-jax reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))} (rebuild the index with `lateint index`)"
         )
     if not isinstance(metadata.get("files"), dict):
         raise IndexFormatError(f"{path} lists no files")
     return metadata
 
 
+def _chunk_ok(path: Path, start: int, size: int, expected: str) -> bool:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        left = size
+        while left:
+            data = handle.read(min(left, 1 << 22))
+            if not data:
+                return False
+            digest.update(data)
+            left -= len(data)
+    return digest.hexdigest() == expected
+
+
 def _verify_files(index_dir: Path, metadata: dict, verify_checksums: bool) -> None:
+    """Sizes always; with verify_checksums the sha256 of every chunk (version 2:
+    `sha256_chunks`, one per CHECKSUM_CHUNK bytes) or whole file (version 1: `sha256`),
+    hashed in parallel threads (hashlib releases the GIL)."""
+    jobs = []
     for name, entry in metadata["files"].items():
         path = index_dir / name
         if not path.is_file():
@@ -195,13 +304,22 @@ def _verify_files(index_dir: Path, metadata: dict, verify_checksums: bool) -> No
             raise IndexFormatError(
                 f"{path} has {size} bytes, expected {entry['bytes']} (truncated or overwritten)"
             )
-        if verify_checksums:
-            digest = hashlib.sha256()
-            with open(path, "rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 22), b""):
-                    digest.update(chunk)
-            if digest.hexdigest() != entry["sha256"]:
-                raise IndexFormatError(f"{path} fails its sha256 checksum (the file is corrupted)")
+        if "sha256_chunks" in entry:
+            for k, expected in enumerate(entry["sha256_chunks"]):
+                start = k * CHECKSUM_CHUNK
+                jobs.append((path, start, min(CHECKSUM_CHUNK, size - start), expected))
+        else:
+            jobs.append((path, 0, size, entry["sha256"]))
+    if not verify_checksums:
+        return
+    with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1) or 1) as pool:
+        results = list(pool.map(lambda job: _chunk_ok(*job), jobs))
+    for (path, start, size, _), ok in zip(jobs, results):
+        if not ok:
+            where = f" (bytes {start}-{start + size})" if size < path.stat().st_size else ""
+            raise IndexFormatError(
+                f"{path} fails its sha256 checksum{where}: the file is corrupted"
+            )
 
 
 def _load_array(index_dir: Path, name: str, metadata: dict, mmap: bool) -> np.ndarray:
@@ -250,16 +368,21 @@ def _open(index_dir, kind: str, verify_checksums: bool) -> tuple[Path, dict]:
 
 def load_index(index_dir, *, verify_checksums: bool = True, mmap: bool = True) -> IndexArrays:
     """Read a compressed index. File sizes are always checked, sha256 checksums unless
-    verify_checksums=False; residuals stay memory-mapped when mmap=True. The inverted lists are
-    rebuilt from the codes. Raises IndexFormatError for anything missing or inconsistent."""
+    verify_checksums=False; the token arrays stay memory-mapped when mmap=True. Version 2 gives
+    the tokens in centroid order (no sort, no decoding); version 1 in document order (its
+    centroid ids decoded), to be reordered on first search. Raises IndexFormatError for
+    anything missing or inconsistent."""
     index_dir, metadata = _open(index_dir, "colbert", verify_checksums)
+    version = metadata["format_version"]
     try:
         nbits, num_docs = int(metadata["nbits"]), int(metadata["num_docs"])
-        encoding = metadata["codes_encoding"]
+        encoding = metadata["codes_encoding"] if version == 1 else None
     except (KeyError, TypeError, ValueError) as err:
         raise IndexFormatError(f"{index_dir}/{METADATA_FILE} lacks a field ({err})") from None
     load = lambda name, mm=False: _load_array(index_dir, name, metadata, mm)
     doclens = load("doclens.npy")
+    if doclens.shape != (num_docs,):
+        raise IndexFormatError(f"{index_dir}/doclens.npy does not hold {num_docs} lengths")
     doc_offsets = np.zeros(num_docs + 1, np.int64)
     np.cumsum(doclens, out=doc_offsets[1:])
     centroid_encoding = metadata.get("centroids_encoding", "float16")
@@ -268,24 +391,37 @@ def load_index(index_dir, *, verify_checksums: bool = True, mmap: bool = True) -
         {name: load(name) for name in codes_io.centroid_file_names(centroid_encoding)},
         metadata.get("dim"),
     )
-    code_arrays = {name: load(name) for name in codes_io.file_names(encoding)}
-    codes = codes_io.decode_codes(encoding, code_arrays, doc_offsets, centroids.shape[0])
-    deleted = np.array(load("deleted.npy"), bool)
-    ivf_pids, ivf_offsets = build_ivf(codes, doc_offsets, centroids.shape[0], deleted)
-    arrays = IndexArrays(
-        centroids=centroids,
-        bucket_cutoffs=np.asarray(load("bucket_cutoffs.npy")),
-        bucket_weights=np.asarray(load("bucket_weights.npy")),
-        codes=codes,
-        residuals=load("residuals.npy", mmap),
-        doc_offsets=doc_offsets,
-        ivf_pids=ivf_pids,
-        ivf_offsets=ivf_offsets,
-        doc_ids=_load_ids(index_dir, num_docs),
-        deleted=deleted,
-        nbits=nbits,
-        metadata=metadata,
-    )
+    common = {
+        "centroids": centroids,
+        "bucket_cutoffs": np.asarray(load("bucket_cutoffs.npy")),
+        "bucket_weights": np.asarray(load("bucket_weights.npy")),
+        "doc_offsets": doc_offsets,
+        "doc_ids": _load_ids(index_dir, num_docs),
+        "deleted": np.array(load("deleted.npy"), bool),
+        "nbits": nbits,
+        "metadata": metadata,
+    }
+    if version == 1:
+        log.warning(
+            "%s is in index format version 1 (document order): it is put in centroid order "
+            "when first searched, a sort over all its tokens at every open. Save it again "
+            "(`open_index(path).save()`) to write version 2, which opens without one.",
+            index_dir,
+        )
+        code_arrays = {name: load(name) for name in codes_io.file_names(encoding)}
+        codes = codes_io.decode_codes(encoding, code_arrays, doc_offsets, centroids.shape[0])
+        arrays = IndexArrays(codes=codes, residuals=load("residuals.npy", mmap), **common)
+    else:
+        lengths = np.asarray(load("cell_lengths.npy"), np.int64)
+        cell_offsets = np.zeros(lengths.shape[0] + 1, np.int64)
+        np.cumsum(lengths, out=cell_offsets[1:])
+        token_docs = load("token_docs.npy", mmap)
+        if token_docs.dtype != np.uint16:
+            raise IndexFormatError(f"{index_dir}/token_docs.npy must hold uint16")
+        if HIGH_VALUES in metadata["files"]:
+            token_docs = join_token_docs(token_docs, load(HIGH_VALUES), load(HIGH_RUNS))
+        order = CentroidOrder(cell_offsets, token_docs, load("residuals.npy", mmap))
+        arrays = IndexArrays(order=order, **common)
     arrays.validate()
     return arrays
 

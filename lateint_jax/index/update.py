@@ -11,28 +11,19 @@ Shapes: N documents, T_i tokens, M token vectors, D embedding dim, C centroids.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
 
 from lateint_jax.errors import InputError
 from lateint_jax.index.build import check_doc_embeddings, check_doc_ids, compress_documents
-from lateint_jax.index.layout import IndexArrays, build_ivf
+from lateint_jax.index.layout import IndexArrays
 
 
 def _with_rows(arrays: IndexArrays, codes, residuals, doc_offsets, doc_ids, deleted) -> IndexArrays:
-    ivf_pids, ivf_offsets = build_ivf(codes, doc_offsets, arrays.num_centroids, deleted)
-    return dataclasses.replace(
-        arrays,
-        codes=codes,
-        residuals=residuals,
-        doc_offsets=doc_offsets,
-        doc_ids=doc_ids,
-        deleted=deleted,
-        ivf_pids=ivf_pids,
-        ivf_offsets=ivf_offsets,
-        metadata=dict(arrays.metadata),
+    """New rows in document order; the centroid order and inverted lists follow on first use."""
+    return arrays.replace(
+        codes=codes, residuals=residuals, doc_offsets=doc_offsets, doc_ids=doc_ids, deleted=deleted
     )
 
 
@@ -104,6 +95,5 @@ def tombstone(doc_ids: Sequence[str], deleted: np.ndarray, ids: Sequence[str]) -
 def delete_documents(arrays: IndexArrays, doc_ids: Sequence[str]) -> IndexArrays:
     """Mark documents deleted by id; every id must name a live document."""
     deleted = tombstone(arrays.doc_ids, arrays.deleted, doc_ids)
-    return _with_rows(
-        arrays, arrays.codes, arrays.residuals, arrays.doc_offsets, list(arrays.doc_ids), deleted
-    )
+    # the rows stay: either token order is kept as it is, only the inverted lists change
+    return arrays.replace(doc_ids=list(arrays.doc_ids), deleted=deleted)

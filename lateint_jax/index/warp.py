@@ -42,7 +42,7 @@ from jax.sharding import PartitionSpec as P
 from lateint_jax import shapes, sharding
 from lateint_jax.codec.residual import decompress_with_table, residual_table
 from lateint_jax.errors import InputError
-from lateint_jax.index.layout import IndexArrays
+from lateint_jax.index.layout import CentroidOrder, IndexArrays
 
 DOC_MULTIPLE = 16  # documents per shard are a multiple of this, as in plaid
 MIN_CHUNK = 256
@@ -88,16 +88,15 @@ class Statics:
 class WarpShards:
     """An index placed on a ("data",) mesh, split by document, tokens in centroid order.
 
-    centroids [C, D], residual_table [R, 256, 8/nbits]: replicated.
+    centroids [C, D] bfloat16 (float32 when not exact in bfloat16), residual_table
+        [R, 256, 8/nbits] float32: replicated.
     cell_offsets [S, C + 1] int32: shard s's tokens under centroid c are
         cell_offsets[s, c]:cell_offsets[s, c + 1].
-    token_docs [S, M'] int32 local document number of each token (n for padding).
+    token_docs [S, M'] uint16 (n < 65,536) or int32: local document number of each token (n
+        for padding).
     token_residuals [S, M', R] uint8.
     doc_offsets [S, n + 1] int32, doc_positions [S, M'] int32: document d's tokens are at
         positions doc_positions[doc_offsets[d]:doc_offsets[d + 1]] of the centroid order.
-    Host side: list_sizes [S, C] (each shard's list lengths sorted descending, cumulated) and
-    longest_docs [S, n] (document lengths sorted descending, cumulated) bound the static sizes;
-    doc_lengths [S * n] sizes stage 3.
     """
 
     mesh: Mesh
@@ -111,9 +110,6 @@ class WarpShards:
     token_residuals: jax.Array
     doc_offsets: jax.Array
     doc_positions: jax.Array
-    list_sizes: np.ndarray
-    longest_docs: np.ndarray
-    doc_lengths: np.ndarray
 
     @property
     def num_centroids(self) -> int:
@@ -132,69 +128,90 @@ class WarpShards:
         return (self.doc_offsets, self.doc_positions)
 
     def device_bytes(self) -> int:
+        """Bytes the layout holds on all devices together (a replicated array counts once
+        per device)."""
         arrays = (self.centroids, self.residual_table, *self.token_arrays, *self.doc_arrays)
-        return int(sum(a.nbytes for a in arrays))
+        return int(sum(s.data.nbytes for a in arrays for s in a.addressable_shards))
 
 
-def _shard_tokens(arrays: IndexArrays, first: int, stop: int, per_shard: int):
-    """One shard's documents [first, stop) -> (cell counts [C], token docs, residuals,
-    doc offsets [per_shard + 1], doc positions), tokens in centroid order."""
-    lo, hi = int(arrays.doc_offsets[first]), int(arrays.doc_offsets[stop])
-    codes = np.asarray(arrays.codes[lo:hi])
-    order = np.argsort(codes, kind="stable")
-    lengths = np.zeros(per_shard, np.int64)
-    lengths[: stop - first] = np.diff(arrays.doc_offsets[first : stop + 1])
-    docs = np.repeat(np.arange(per_shard, dtype=np.int32), lengths)
-    positions = np.empty(hi - lo, np.int32)
-    positions[order] = np.arange(hi - lo, dtype=np.int32)
-    offsets = np.zeros(per_shard + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    counts = np.bincount(codes, minlength=arrays.num_centroids)
-    residuals = np.asarray(arrays.residuals[lo:hi])[order]
-    return counts, docs[order], residuals, offsets, positions, lengths
+def _shard_tokens(order: CentroidOrder, doc_offsets: np.ndarray, first: int, stop: int):
+    """One shard's documents [first, stop) cut out of the index's centroid order, which it
+    keeps (rows are sorted by centroid, then document) -> (cell counts [C], local document of
+    each token, residuals, positions of the shard's tokens in document order). No sort: one
+    pass over the token documents; a single shard takes the arrays as they are."""
+    docs = order.token_docs
+    rows = order.document_rows[doc_offsets[first] : doc_offsets[stop]]
+    if first == 0 and stop == doc_offsets.shape[0] - 1:
+        return np.diff(order.cell_offsets), docs, order.residuals, rows
+    mine = (docs >= first) & (docs < stop)
+    before = np.zeros(docs.shape[0] + 1, np.int64)  # the shard's rows before each row
+    np.cumsum(mine, out=before[1:])
+    counts = np.diff(before[order.cell_offsets])
+    taken = np.flatnonzero(mine)
+    return counts, docs[taken] - first, np.asarray(order.residuals)[taken], before[rows]
+
+
+def _stacked(pieces: list[np.ndarray], width: int, fill, dtype) -> np.ndarray:
+    """[S, width, ...] of the shards' pieces, padded with `fill`; one piece that fills the
+    width is taken as it is (a view of a memory-mapped file stays one)."""
+    if len(pieces) == 1 and pieces[0].shape[0] == width and pieces[0].dtype == dtype:
+        return np.asarray(pieces[0])[None]
+    out = np.full((len(pieces), width, *pieces[0].shape[1:]), fill, dtype)
+    for s, piece in enumerate(pieces):
+        out[s, : piece.shape[0]] = piece
+    return out
+
+
+def _exact_in(dtype, values: np.ndarray) -> bool:
+    """Whether `values` convert to `dtype` and back unchanged."""
+    return bool(np.array_equal(values.astype(dtype).astype(values.dtype), values))
 
 
 def place(arrays: IndexArrays, mesh: Mesh) -> WarpShards:
-    """Reorder each shard's tokens by centroid and put the index on the mesh (`WarpShards`)."""
+    """Put the index on the mesh split by document (`WarpShards`), each shard's tokens in
+    centroid order, cut from `arrays.order` without sorting. Narrow device dtypes where they
+    are exact: token documents uint16 when a shard numbers at most 65,535 documents (else
+    int32); centroids bfloat16 when every value is a bfloat16 (int6 / int8 rows times a power
+    of two always are), so scores are unchanged."""
     shards = sharding.num_shards(mesh)
     per_shard = shapes.padded_size(arrays.num_docs, shards, DOC_MULTIPLE) // shards
+    order, offsets = arrays.order, arrays.doc_offsets
     parts = []
     for s in range(shards):
         first = min(s * per_shard, arrays.num_docs)
         stop = min(first + per_shard, arrays.num_docs)
-        parts.append(_shard_tokens(arrays, first, stop, per_shard))
+        parts.append(_shard_tokens(order, offsets, first, stop))
     width = max(1, max(p[1].shape[0] for p in parts))
-    c, r = arrays.num_centroids, arrays.residuals.shape[1]
+    c = arrays.num_centroids
+    doc_type = np.uint16 if per_shard < 1 << 16 else np.int32  # per_shard marks padding
+    token_docs = _stacked([p[1] for p in parts], width, per_shard, doc_type)
+    token_residuals = _stacked([p[2] for p in parts], width, 0, np.uint8)
+    doc_positions = _stacked([p[3] for p in parts], width, 0, np.int32)
     cell_offsets = np.zeros((shards, c + 1), np.int32)
-    token_docs = np.full((shards, width), per_shard, np.int32)
-    token_residuals = np.zeros((shards, width, r), np.uint8)
     doc_offsets = np.zeros((shards, per_shard + 1), np.int32)
-    doc_positions = np.zeros((shards, width), np.int32)
-    list_sizes = np.zeros((shards, c), np.int64)
-    longest = np.zeros((shards, per_shard), np.int64)
-    for s, (counts, docs, residuals, offsets, positions, lengths) in enumerate(parts):
-        m = docs.shape[0]
+    for s, (counts, *_) in enumerate(parts):
+        first = min(s * per_shard, arrays.num_docs)
+        stop = min(first + per_shard, arrays.num_docs)
+        lengths = np.zeros(per_shard, np.int64)
+        lengths[: stop - first] = np.diff(offsets[first : stop + 1])
         np.cumsum(counts, out=cell_offsets[s, 1:])
-        token_docs[s, :m], token_residuals[s, :m] = docs, residuals
-        doc_offsets[s], doc_positions[s, :m] = offsets, positions
-        list_sizes[s] = np.cumsum(-np.sort(-counts))
-        longest[s] = np.cumsum(-np.sort(-lengths))
+        np.cumsum(lengths, out=doc_offsets[s, 1:])
     weights = np.asarray(arrays.bucket_weights, np.float32)
+    centroids = np.asarray(arrays.centroids, np.float32)
+    if _exact_in(jnp.bfloat16, centroids):
+        centroids = centroids.astype(jnp.bfloat16)
     return WarpShards(
         mesh=mesh,
         nbits=arrays.nbits,
         num_docs=arrays.num_docs,
         docs_per_shard=per_shard,
-        centroids=sharding.replicate(np.asarray(arrays.centroids, np.float32), mesh),
+        centroids=sharding.replicate(centroids, mesh),
         residual_table=sharding.replicate(np.asarray(residual_table(weights, arrays.nbits)), mesh),
         cell_offsets=sharding.shard_along(cell_offsets, mesh),
         token_docs=sharding.shard_along(token_docs, mesh),
         token_residuals=sharding.shard_along(token_residuals, mesh),
         doc_offsets=sharding.shard_along(doc_offsets, mesh),
         doc_positions=sharding.shard_along(doc_positions, mesh),
-        list_sizes=list_sizes,
-        longest_docs=longest,
-        doc_lengths=shapes.pad_axis(arrays.doc_lengths.astype(np.int64), per_shard * shards),
     )
 
 

@@ -40,7 +40,7 @@ def test_round_trip(built):
     path, arrays = built
     loaded = load_index(path)
     assert_same(arrays, loaded)
-    assert isinstance(loaded.residuals, np.memmap)
+    assert loaded.has_order and isinstance(loaded.order.residuals, np.memmap)
     meta = json.loads((path / "metadata.json").read_text())
     assert meta["format_version"] == storage.FORMAT_VERSION and meta["kind"] == "colbert"
     assert meta["model"] == {"name": "m"} and meta["num_embeddings"] == arrays.num_embeddings
@@ -128,14 +128,14 @@ def test_crash_midway_keeps_previous_index(built, tmp_path, monkeypatch):
     _, arrays = built
     target = tmp_path / "index"
     save_index(arrays, target)
-    real_write = storage._write_array
+    real_write = storage._write_file
 
-    def failing_write(folder, name, array):
+    def failing_write(folder, name, write):
         if name == "residuals.npy":
             raise OSError("disk full (simulated)")
-        return real_write(folder, name, array)
+        return real_write(folder, name, write)
 
-    monkeypatch.setattr(storage, "_write_array", failing_write)
+    monkeypatch.setattr(storage, "_write_file", failing_write)
     docs, ids = synthetic_docs(num_docs=40, seed=2)
     with pytest.raises(OSError, match="simulated"):
         build_index(docs, ids, target, num_centroids=16, overwrite=True, progress=False)
@@ -286,6 +286,5 @@ def test_int8_index_keeps_its_encoding_when_saved_again(built, tmp_path):
 def test_residuals_are_mapped_from_the_index_file(built):
     path, _ = built
     loaded = load_index(path, verify_checksums=False)
-    assert loaded.residuals.filename and os.path.samefile(
-        loaded.residuals.filename, path / "residuals.npy"
-    )
+    mapped = loaded.order.residuals
+    assert mapped.filename and os.path.samefile(mapped.filename, path / "residuals.npy")
