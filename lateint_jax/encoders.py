@@ -75,6 +75,8 @@ class _ModuleHolder:
         self.module = type(self.module).merge(nnx.graphdef(self.module), params)
 
     def _split(self):
+        """(graphdef, state) of the module as it is now: taken once per encode call (a split
+        walks the whole module, ~10 ms for MiniLM here), not once per batch."""
         return nnx.split(self.module)
 
 
@@ -324,8 +326,11 @@ class ColBERT(_ModuleHolder):
         """Pure: normalised token vectors [B, T, D] float32 of `params` (the `.params` layout)."""
         return ColBERTModel.merge(nnx.graphdef(self.module), params)(input_ids, attention_mask)
 
-    def _forward(self, batch):
-        return _colbert_jit(*self._split(), batch["input_ids"], batch["attention_mask"])
+    def _forward_fn(self):
+        graphdef, state = self._split()
+        return lambda batch: _colbert_jit(
+            graphdef, state, batch["input_ids"], batch["attention_mask"]
+        )
 
     def encode_queries(self, texts, batch_size: int = 64) -> np.ndarray:
         """[B, query_maxlen, D] float32; positions outside token_mask (padding without query
@@ -336,7 +341,7 @@ class ColBERT(_ModuleHolder):
         )
         order = np.arange(len(out))
         for rows, vectors in _run_batches(
-            self._forward, encoded, order, batch_size, False, "queries"
+            self._forward_fn(), encoded, order, batch_size, False, "queries"
         ):
             out[rows] = vectors
         return out * encoded["token_mask"][:, :, None].astype(np.float32)
@@ -354,13 +359,14 @@ class ColBERT(_ModuleHolder):
         encoded = self.tokenize_documents(texts, length=self.config.doc_maxlen)
         lengths = encoded["attention_mask"].sum(1)
         out: list = [None] * len(lengths)
+        forward = self._forward_fn()
         for bucket, rows in _length_groups(lengths, self.config.doc_maxlen):
             part = {
                 "input_ids": encoded["input_ids"][:, :bucket],
                 "attention_mask": encoded["attention_mask"][:, :bucket],
             }
             for idx, vectors in _run_batches(
-                self._forward, part, rows, batch_size, progress, "documents"
+                forward, part, rows, batch_size, progress, "documents"
             ):
                 for i, v in zip(idx, vectors, strict=True):
                     out[i] = v[:bucket][encoded["token_mask"][i, :bucket].astype(bool)]
@@ -425,19 +431,19 @@ class BiEncoder(_ModuleHolder):
         """Pure: sentence embeddings [B, H] float32 of `params` (the `.params` layout)."""
         return BiEncoderModel.merge(nnx.graphdef(self.module), params)(input_ids, attention_mask)
 
-    def _forward(self, batch):
-        return _bi_jit(*self._split(), batch["input_ids"], batch["attention_mask"])
+    def _forward_fn(self):
+        graphdef, state = self._split()
+        return lambda batch: _bi_jit(graphdef, state, batch["input_ids"], batch["attention_mask"])
 
     def encode(self, texts, batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """[N, H] float32 embeddings, in input order."""
         encoded = self.tokenizer.frame_single(check_texts(texts), self.max_length, self.max_length)
         lengths = encoded["attention_mask"].sum(1)
         out = np.zeros((len(lengths), self.bert_config.hidden_size), np.float32)
+        forward = self._forward_fn()
         for bucket, rows in _length_groups(lengths, self.max_length):
             part = {k: v[:, :bucket] for k, v in encoded.items()}
-            for idx, vectors in _run_batches(
-                self._forward, part, rows, batch_size, progress, "texts"
-            ):
+            for idx, vectors in _run_batches(forward, part, rows, batch_size, progress, "texts"):
                 out[idx] = vectors
         return out
 
@@ -510,9 +516,10 @@ class CrossEncoder(_ModuleHolder):
         module = CrossEncoderModel.merge(nnx.graphdef(self.module), params)
         return module(input_ids, attention_mask, token_type_ids)
 
-    def _forward(self, batch):
-        return _cross_jit(
-            *self._split(), batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+    def _forward_fn(self):
+        graphdef, state = self._split()
+        return lambda batch: _cross_jit(
+            graphdef, state, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
         )
 
     def score(self, queries, passages, batch_size: int = 32) -> np.ndarray:
@@ -520,8 +527,9 @@ class CrossEncoder(_ModuleHolder):
         encoded = self.tokenize_pairs(queries, passages)
         lengths = encoded["attention_mask"].sum(1)
         out = np.zeros(len(lengths), np.float32)
+        forward = self._forward_fn()
         for bucket, rows in _length_groups(lengths, self.max_length):
             part = {k: v[:, :bucket] for k, v in encoded.items()}
-            for idx, logits in _run_batches(self._forward, part, rows, batch_size, False, "pairs"):
+            for idx, logits in _run_batches(forward, part, rows, batch_size, False, "pairs"):
                 out[idx] = logits
         return out
