@@ -1,8 +1,12 @@
 """User-facing encoders: ColBERT (token vectors), BiEncoder (one vector), CrossEncoder (pair logit).
 
 Each loads any supported checkpoint with `from_pretrained(name_or_path)` (None or "default" is
-the packaged all-MiniLM-L6-v2), tokenises with the checkpoint's own tokenizer, and runs a jitted
-pure function of (params, inputs). Inputs are padded to fixed buckets (lengths in
+the packaged all-MiniLM-L6-v2), tokenises with the checkpoint's own tokenizer, and holds its
+network as a `flax.nnx` module (`.module`: `ColBERTModel`, `BiEncoderModel`,
+`CrossEncoderModel`). Encoding splits the module into (graphdef, state) and runs one jitted pure
+function that merges them, so a module trained in place (nnx.Optimizer) encodes with its new
+weights. `.params` is the module's state as a plain nested dict (the checkpoint layout) and
+`.apply(params, ...)` the pure function of it. Inputs are padded to fixed buckets (lengths in
 `data.tokenize.LENGTH_BUCKETS`, capped at the model's maximum; batch sizes powers of two up to batch_size), so a corpus compiles
 a handful of shapes. Einsum letters: B batch, Q query tokens, T document tokens, H hidden, D dim.
 """
@@ -14,6 +18,7 @@ import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from tqdm.auto import tqdm
 
 from lateint_jax import shapes
@@ -28,27 +33,51 @@ from lateint_jax.data.tokenize import (
     warn_truncated,
 )
 from lateint_jax.errors import CheckpointError, InputError
-from lateint_jax.models.bi_encoder import bi_encoder_forward
+from lateint_jax.models.bi_encoder import BiEncoderModel, bi_encoder_graphdef
 from lateint_jax.models.colbert import (
     ColBERTConfig,
-    colbert_forward,
+    ColBERTModel,
+    colbert_graphdef,
     init_projection,
     untrained_settings,
 )
-from lateint_jax.models.cross_encoder import cross_encoder_forward
+from lateint_jax.models.cross_encoder import CrossEncoderModel, cross_encoder_graphdef
 from lateint_jax.models.encoder import EncoderConfig
 from lateint_jax.models.projection import LINEAR, DenseLayer, output_dim
 from lateint_jax.pooling import check_pool_factor, pool_documents
 
 logger = logging.getLogger(__name__)
 
-_colbert_jit = jax.jit(
-    colbert_forward, static_argnums=(1,), static_argnames=("compute_dtype", "head")
-)
-_bi_jit = jax.jit(
-    bi_encoder_forward, static_argnums=(1,), static_argnames=("normalize", "compute_dtype")
-)
-_cross_jit = jax.jit(cross_encoder_forward, static_argnums=(1,), static_argnames=("compute_dtype",))
+
+def _merged_call(graphdef: nnx.GraphDef, state: nnx.State, *inputs) -> jax.Array:
+    """The pure function at the jit boundary: rebuild the module from (graphdef, state), call it."""
+    return nnx.merge(graphdef, state)(*inputs)
+
+
+# One per model kind, so each cache counts that kind's compiled shapes.
+_colbert_jit = jax.jit(_merged_call, static_argnums=0)
+_bi_jit = jax.jit(_merged_call, static_argnums=0)
+_cross_jit = jax.jit(_merged_call, static_argnums=0)
+
+
+class _ModuleHolder:
+    """`.module` (an nnx module with the `models.layers.ParamsModule` params bridge) seen as
+    `.params`, a plain nested dict; setting `.params` rebuilds the module around new arrays."""
+
+    module: ColBERTModel | BiEncoderModel | CrossEncoderModel
+
+    @property
+    def params(self) -> dict:
+        return self.module.to_params()
+
+    @params.setter
+    def params(self, params: dict) -> None:
+        self.module = type(self.module).merge(nnx.graphdef(self.module), params)
+
+    def _split(self):
+        """(graphdef, state) of the module as it is now: taken once per encode call (a split
+        walks the whole module, ~10 ms for MiniLM here), not once per batch."""
+        return nnx.split(self.module)
 
 
 def load_tokenizer(ckpt: Checkpoint) -> TextTokenizer:
@@ -118,7 +147,7 @@ def _length_groups(lengths: np.ndarray, max_length: int) -> list[tuple[int, np.n
     return [(b, np.array(rows)) for b, rows in sorted(groups.items())]
 
 
-class ColBERT:
+class ColBERT(_ModuleHolder):
     """A ColBERT encoder (colbert-ai semantics: markers, [MASK] query augmentation, skiplist;
     a checkpoint without a ColBERT head gets `untrained_settings` instead)."""
 
@@ -133,7 +162,10 @@ class ColBERT:
         head: tuple[DenseLayer, ...] = LINEAR,
     ):
         """head: what each layer of params["linear"] does (`models.projection`)."""
-        self.params, self.bert_config, self.config = params, bert_config, config
+        self.bert_config, self.config = bert_config, config
+        self.module = ColBERTModel.merge(
+            colbert_graphdef(params, bert_config, head, compute_dtype), params
+        )
         self.tokenizer: TextTokenizer = tokenizer
         self.model_name, self.compute_dtype = model_name, compute_dtype
         self.head = tuple(head)
@@ -291,19 +323,13 @@ class ColBERT:
 
     # -- encoding
     def apply(self, params, input_ids, attention_mask) -> jax.Array:
-        """Pure: normalised token vectors [B, T, D] float32."""
-        return colbert_forward(
-            params, self.bert_config, input_ids, attention_mask, self.compute_dtype, self.head
-        )
+        """Pure: normalised token vectors [B, T, D] float32 of `params` (the `.params` layout)."""
+        return ColBERTModel.merge(nnx.graphdef(self.module), params)(input_ids, attention_mask)
 
-    def _forward(self, batch):
-        return _colbert_jit(
-            self.params,
-            self.bert_config,
-            batch["input_ids"],
-            batch["attention_mask"],
-            compute_dtype=self.compute_dtype,
-            head=self.head,
+    def _forward_fn(self):
+        graphdef, state = self._split()
+        return lambda batch: _colbert_jit(
+            graphdef, state, batch["input_ids"], batch["attention_mask"]
         )
 
     def encode_queries(self, texts, batch_size: int = 64) -> np.ndarray:
@@ -315,7 +341,7 @@ class ColBERT:
         )
         order = np.arange(len(out))
         for rows, vectors in _run_batches(
-            self._forward, encoded, order, batch_size, False, "queries"
+            self._forward_fn(), encoded, order, batch_size, False, "queries"
         ):
             out[rows] = vectors
         return out * encoded["token_mask"][:, :, None].astype(np.float32)
@@ -333,20 +359,21 @@ class ColBERT:
         encoded = self.tokenize_documents(texts, length=self.config.doc_maxlen)
         lengths = encoded["attention_mask"].sum(1)
         out: list = [None] * len(lengths)
+        forward = self._forward_fn()
         for bucket, rows in _length_groups(lengths, self.config.doc_maxlen):
             part = {
                 "input_ids": encoded["input_ids"][:, :bucket],
                 "attention_mask": encoded["attention_mask"][:, :bucket],
             }
             for idx, vectors in _run_batches(
-                self._forward, part, rows, batch_size, progress, "documents"
+                forward, part, rows, batch_size, progress, "documents"
             ):
                 for i, v in zip(idx, vectors, strict=True):
                     out[i] = v[:bucket][encoded["token_mask"][i, :bucket].astype(bool)]
         return pool_documents(out, pool_factor)
 
 
-class BiEncoder:
+class BiEncoder(_ModuleHolder):
     """A Sentence-BERT encoder: mean pooling over the attention mask, optional normalisation."""
 
     def __init__(
@@ -359,8 +386,11 @@ class BiEncoder:
         model_name: str = "",
         compute_dtype=jnp.float32,
     ):
-        self.params, self.bert_config, self.tokenizer = params, bert_config, tokenizer
+        self.bert_config, self.tokenizer = bert_config, tokenizer
         self.normalize, self.model_name, self.compute_dtype = normalize, model_name, compute_dtype
+        self.module = BiEncoderModel.merge(
+            bi_encoder_graphdef(params, bert_config, normalize, compute_dtype), params
+        )
         limit = _model_max_length(bert_config)
         if not 2 < max_length <= limit:
             raise InputError(f"max_length must be in 3..{limit} for this model, got {max_length}")
@@ -398,31 +428,22 @@ class BiEncoder:
         return self.tokenizer.frame_single(check_texts(texts), self.max_length)
 
     def apply(self, params, input_ids, attention_mask) -> jax.Array:
-        """Pure: sentence embeddings [B, H] float32."""
-        return bi_encoder_forward(
-            params, self.bert_config, input_ids, attention_mask, self.normalize, self.compute_dtype
-        )
+        """Pure: sentence embeddings [B, H] float32 of `params` (the `.params` layout)."""
+        return BiEncoderModel.merge(nnx.graphdef(self.module), params)(input_ids, attention_mask)
 
-    def _forward(self, batch):
-        return _bi_jit(
-            self.params,
-            self.bert_config,
-            batch["input_ids"],
-            batch["attention_mask"],
-            normalize=self.normalize,
-            compute_dtype=self.compute_dtype,
-        )
+    def _forward_fn(self):
+        graphdef, state = self._split()
+        return lambda batch: _bi_jit(graphdef, state, batch["input_ids"], batch["attention_mask"])
 
     def encode(self, texts, batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """[N, H] float32 embeddings, in input order."""
         encoded = self.tokenizer.frame_single(check_texts(texts), self.max_length, self.max_length)
         lengths = encoded["attention_mask"].sum(1)
         out = np.zeros((len(lengths), self.bert_config.hidden_size), np.float32)
+        forward = self._forward_fn()
         for bucket, rows in _length_groups(lengths, self.max_length):
             part = {k: v[:, :bucket] for k, v in encoded.items()}
-            for idx, vectors in _run_batches(
-                self._forward, part, rows, batch_size, progress, "texts"
-            ):
+            for idx, vectors in _run_batches(forward, part, rows, batch_size, progress, "texts"):
                 out[idx] = vectors
         return out
 
@@ -436,7 +457,7 @@ class BiEncoder:
         return self.encode(texts, batch_size, progress)
 
 
-class CrossEncoder:
+class CrossEncoder(_ModuleHolder):
     """A cross-encoder: (query, passage) -> one relevance logit."""
 
     def __init__(
@@ -448,8 +469,11 @@ class CrossEncoder:
         model_name: str = "",
         compute_dtype=jnp.float32,
     ):
-        self.params, self.bert_config, self.tokenizer = params, bert_config, tokenizer
+        self.bert_config, self.tokenizer = bert_config, tokenizer
         self.model_name, self.compute_dtype = model_name, compute_dtype
+        self.module = CrossEncoderModel.merge(
+            cross_encoder_graphdef(params, bert_config, compute_dtype), params
+        )
         limit = _model_max_length(bert_config)
         if not 4 < max_length <= limit:
             raise InputError(f"max_length must be in 5..{limit} for this model, got {max_length}")
@@ -488,19 +512,14 @@ class CrossEncoder:
         return self.tokenizer.frame_pairs(queries, passages, self.max_length)
 
     def apply(self, params, input_ids, attention_mask, token_type_ids) -> jax.Array:
-        """Pure: logits [B] float32."""
-        return cross_encoder_forward(
-            params, self.bert_config, input_ids, attention_mask, token_type_ids, self.compute_dtype
-        )
+        """Pure: logits [B] float32 of `params` (the `.params` layout)."""
+        module = CrossEncoderModel.merge(nnx.graphdef(self.module), params)
+        return module(input_ids, attention_mask, token_type_ids)
 
-    def _forward(self, batch):
-        return _cross_jit(
-            self.params,
-            self.bert_config,
-            batch["input_ids"],
-            batch["attention_mask"],
-            batch["token_type_ids"],
-            compute_dtype=self.compute_dtype,
+    def _forward_fn(self):
+        graphdef, state = self._split()
+        return lambda batch: _cross_jit(
+            graphdef, state, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
         )
 
     def score(self, queries, passages, batch_size: int = 32) -> np.ndarray:
@@ -508,8 +527,9 @@ class CrossEncoder:
         encoded = self.tokenize_pairs(queries, passages)
         lengths = encoded["attention_mask"].sum(1)
         out = np.zeros(len(lengths), np.float32)
+        forward = self._forward_fn()
         for bucket, rows in _length_groups(lengths, self.max_length):
             part = {k: v[:, :bucket] for k, v in encoded.items()}
-            for idx, logits in _run_batches(self._forward, part, rows, batch_size, False, "pairs"):
+            for idx, logits in _run_batches(forward, part, rows, batch_size, False, "pairs"):
                 out[idx] = logits
         return out

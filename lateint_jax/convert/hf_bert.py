@@ -16,12 +16,13 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from lateint_jax.convert.hf_modernbert import modernbert_name_map
 from lateint_jax.errors import CheckpointError
-from lateint_jax.models.encoder import EncoderConfig, init_encoder_params
+from lateint_jax.models.encoder import EncoderConfig, make_encoder
 from lateint_jax.models.modernbert import ModernBertConfig
 
 # Buffers some checkpoints carry that are not parameters.
@@ -81,8 +82,11 @@ def head_name_map(config: EncoderConfig) -> list[tuple[str, tuple, str]]:
 
 
 def expected_shapes(config: EncoderConfig) -> dict[tuple, tuple]:
-    """Our params path -> shape, from the config (to check checkpoints against it)."""
-    abstract = jax.eval_shape(lambda: init_encoder_params(config, jax.random.key(0)))
+    """Our params path -> shape, from the config (to check checkpoints against it): the
+    abstract (shape-only) module's state, so the name map and the module cannot disagree."""
+    abstract = nnx.eval_shape(
+        lambda: make_encoder(config, rngs=nnx.Rngs(0), with_pooler=True)
+    ).to_params()
     return {
         tuple(k.key for k in path): leaf.shape
         for path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]

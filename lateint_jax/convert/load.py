@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from lateint_jax.convert.files import read_json, resolve_model_dir
 from lateint_jax.convert.hf_bert import (
@@ -28,7 +28,7 @@ from lateint_jax.convert.hf_bert import (
     take_bert_params,
 )
 from lateint_jax.errors import CheckpointError
-from lateint_jax.models.cross_encoder import init_head
+from lateint_jax.models.cross_encoder import classifier_head
 from lateint_jax.models.encoder import EncoderConfig, encoder_config_from_hf
 from lateint_jax.models.projection import LINEAR, DenseLayer
 
@@ -204,7 +204,7 @@ def _take_head(state, config: EncoderConfig, hf_config: dict, used: set[str]) ->
         raise CheckpointError(
             f"the cross-encoder has {num_labels} labels; only 1 logit is supported"
         )
-    shapes = jax.eval_shape(lambda: init_head(config, jax.random.key(0)))
+    shapes = nnx.eval_shape(lambda: classifier_head(config, rngs=nnx.Rngs(0))).to_params()
     head: dict = {}
     for name, (layer, key), transform in head_name_map(config):
         if name not in state:

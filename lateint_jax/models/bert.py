@@ -1,13 +1,15 @@
-"""The BERT-family encoder (BERT, RoBERTa, XLM-RoBERTa) as a pure function of (params, inputs).
+"""The BERT-family encoder (BERT, RoBERTa, XLM-RoBERTa) as a `flax.nnx` module, `BertEncoder`.
 
-Parameters are a plain nested dict of arrays, float32, kernels stored [in, out]:
+Its parameters (the module's `nnx.Param` state as a pure dict, `BertEncoder.to_params()`) are
+float32, kernels stored [in, out]:
 
     embeddings: word [V, H], position [P, H], token_type [TT, H], ln {scale, bias}
     layers: {"0": layer, "1": layer, ...}, each
         attention: query/key/value/output {kernel [H, H], bias [H]}, ln {scale, bias}
         mlp: intermediate {kernel [H, I], bias [I]}, output {kernel [I, H], bias [H]}, ln
-    pooler (optional, kept only so checkpoints round-trip): {kernel [H, H], bias [H]}
+    pooler (optional; cross-encoders use it; kept so checkpoints round-trip): {kernel, bias}
 
+`bert_forward(params, config, ...)` is the same computation as a pure function of that dict.
 Einsum letters: B batch, T tokens (S for attended tokens), H hidden, A heads, E head dim, I ffn.
 """
 
@@ -20,18 +22,21 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from lateint_jax.errors import CheckpointError
+from lateint_jax.models.layers import (
+    ACTIVATIONS,
+    Dense,
+    Norm,
+    ParamsModule,
+    attend,
+    graphdef_of,
+    normal,
+)
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
 _ROBERTA_LIKE = ("roberta", "xlm-roberta")
-ACTIVATIONS = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_fast": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
-}
 
 
 @dataclass(frozen=True)
@@ -114,66 +119,6 @@ def tiny_bert_config(vocab_size: int) -> BertConfig:
     )
 
 
-def init_bert_params(config: BertConfig, key, with_pooler: bool = True) -> dict:
-    """Random float32 params (normal(0.02) weights, zero biases, unit LayerNorm)."""
-    H, I = config.hidden_size, config.intermediate_size
-    keys = iter(jax.random.split(key, 4 + 6 * config.num_hidden_layers + 1))
-
-    def normal(shape):
-        return 0.02 * jax.random.normal(next(keys), shape, jnp.float32)
-
-    def dense(n_in, n_out):
-        return {"kernel": normal((n_in, n_out)), "bias": jnp.zeros((n_out,), jnp.float32)}
-
-    def ln():
-        return {"scale": jnp.ones((H,), jnp.float32), "bias": jnp.zeros((H,), jnp.float32)}
-
-    params = {
-        "embeddings": {
-            "word": normal((config.vocab_size, H)),
-            "position": normal((config.max_position_embeddings, H)),
-            "token_type": normal((config.type_vocab_size, H)),
-            "ln": ln(),
-        },
-        "layers": {},
-    }
-    for i in range(config.num_hidden_layers):
-        params["layers"][str(i)] = {
-            "attention": {
-                "query": dense(H, H),
-                "key": dense(H, H),
-                "value": dense(H, H),
-                "output": dense(H, H),
-                "ln": ln(),
-            },
-            "mlp": {"intermediate": dense(H, I), "output": dense(I, H), "ln": ln()},
-        }
-    if with_pooler:
-        params["pooler"] = dense(H, H)
-    return params
-
-
-def layer_norm(x: jax.Array, p: dict, eps: float) -> jax.Array:
-    """LayerNorm over the last axis, always in float32 (without "bias": no shift)."""
-    x = x.astype(jnp.float32)
-    mean = x.mean(-1, keepdims=True)
-    var = jnp.square(x - mean).mean(-1, keepdims=True)
-    y = (x - mean) * jax.lax.rsqrt(var + eps) * p["scale"]
-    return y + p["bias"] if "bias" in p else y
-
-
-def dense(x: jax.Array, p: dict, compute_dtype) -> jax.Array:
-    """x [..., in] @ kernel [in, out] (+ bias when p has one), multiplied in compute_dtype,
-    accumulated in f32."""
-    y = jnp.einsum(
-        "...i,io->...o",
-        x.astype(compute_dtype),
-        p["kernel"].astype(compute_dtype),
-        preferred_element_type=jnp.float32,
-    )
-    return y + p["bias"] if "bias" in p else y
-
-
 def position_ids(config: BertConfig, input_ids: jax.Array) -> jax.Array:
     """[B, T] positions: 0.. for BERT; for RoBERTa-likes, counted over non-pad tokens from pad+1."""
     if config.model_type in _ROBERTA_LIKE:
@@ -182,25 +127,153 @@ def position_ids(config: BertConfig, input_ids: jax.Array) -> jax.Array:
     return jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
 
 
-def _attention(x, p, key_mask, config: BertConfig, compute_dtype):
-    B, T, _ = x.shape
-    A, E = config.num_attention_heads, config.head_dim
+class BertEmbeddings(nnx.Module):
+    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
+        H = config.hidden_size
+        self.word = normal(rngs, (config.vocab_size, H))
+        self.position = normal(rngs, (config.max_position_embeddings, H))
+        self.token_type = normal(rngs, (config.type_vocab_size, H))
+        self.ln = Norm(H, config.layer_norm_eps)
+        self.config = config
 
-    def heads(name):
-        return dense(x, p[name], compute_dtype).reshape(B, T, A, E).astype(compute_dtype)
+    def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array) -> jax.Array:
+        x = (
+            self.word[...][input_ids]
+            + self.position[...][position_ids(self.config, input_ids)]
+            + self.token_type[...][token_type_ids]
+        )
+        return self.ln(x)
 
-    # jax.nn.dot_product_attention: logits and softmax in float32 whatever the input dtype, and
-    # measured ~15% faster on CPU than the same einsums written out here.
-    ctx = jax.nn.dot_product_attention(heads("query"), heads("key"), heads("value"), mask=key_mask)
-    out = dense(ctx.reshape(B, T, A * E), p["output"], compute_dtype)
-    return layer_norm(out + x, p["ln"], config.layer_norm_eps)
+
+class BertAttention(nnx.Module):
+    """Post-norm self-attention: ln(x + output(attend(query x, key x, value x)))."""
+
+    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs, compute_dtype):
+        H = config.hidden_size
+        for name in ("query", "key", "value", "output"):
+            setattr(self, name, Dense(H, H, rngs=rngs, compute_dtype=compute_dtype))
+        self.ln = Norm(H, config.layer_norm_eps)
+        self.heads, self.head_dim = config.num_attention_heads, config.head_dim
+        self.compute_dtype = compute_dtype
+
+    def __call__(self, x: jax.Array, key_mask: jax.Array) -> jax.Array:
+        B, T, _ = x.shape
+
+        def heads(dense):
+            return dense(x).reshape(B, T, self.heads, self.head_dim).astype(self.compute_dtype)
+
+        ctx = attend(heads(self.query), heads(self.key), heads(self.value), key_mask)
+        out = self.output(ctx.reshape(B, T, self.heads * self.head_dim))
+        return self.ln(out + x)
 
 
-def _mlp(x, p, config: BertConfig, compute_dtype):
-    act = ACTIVATIONS[config.hidden_act]
-    h = act(dense(x, p["intermediate"], compute_dtype))
-    out = dense(h, p["output"], compute_dtype)
-    return layer_norm(out + x, p["ln"], config.layer_norm_eps)
+class BertMLP(nnx.Module):
+    """Post-norm feed-forward: ln(x + output(act(intermediate x)))."""
+
+    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs, compute_dtype):
+        H, I = config.hidden_size, config.intermediate_size
+        self.intermediate = Dense(H, I, rngs=rngs, compute_dtype=compute_dtype)
+        self.output = Dense(I, H, rngs=rngs, compute_dtype=compute_dtype)
+        self.ln = Norm(H, config.layer_norm_eps)
+        self.act = config.hidden_act
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.ln(self.output(ACTIVATIONS[self.act](self.intermediate(x))) + x)
+
+
+class BertLayer(nnx.Module):
+    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs, compute_dtype):
+        self.attention = BertAttention(config, rngs=rngs, compute_dtype=compute_dtype)
+        self.mlp = BertMLP(config, rngs=rngs, compute_dtype=compute_dtype)
+
+    def __call__(self, x: jax.Array, key_mask: jax.Array) -> jax.Array:
+        return self.mlp(self.attention(x, key_mask))
+
+
+class BertEncoder(ParamsModule):
+    """BERT / RoBERTa / XLM-RoBERTa: input ids -> last hidden states.
+
+    Random init: normal(0.02) weights, zero biases, unit LayerNorm (load a checkpoint with
+    `convert.load_checkpoint` and `load_params`, or through `lateint_jax.encoders`).
+    compute_dtype: the matmuls' dtype (float32 or bfloat16); parameters stay float32.
+    """
+
+    def __init__(
+        self,
+        config: BertConfig,
+        *,
+        rngs: nnx.Rngs,
+        compute_dtype=jnp.float32,
+        with_pooler: bool = True,
+    ):
+        self.config = config
+        self.embeddings = BertEmbeddings(config, rngs=rngs)
+        self.layers = nnx.Dict(
+            {
+                str(i): BertLayer(config, rngs=rngs, compute_dtype=compute_dtype)
+                for i in range(config.num_hidden_layers)
+            }
+        )
+        H = config.hidden_size
+        self.pooler = Dense(H, H, rngs=rngs, compute_dtype=compute_dtype) if with_pooler else None
+
+    @classmethod
+    def from_hf_config(
+        cls, config_json, *, rngs: nnx.Rngs, compute_dtype=jnp.float32, with_pooler: bool = True
+    ) -> BertEncoder:
+        """From a config.json (dict, file or directory), randomly initialised."""
+        return cls(
+            BertConfig.from_hf(config_json),
+            rngs=rngs,
+            compute_dtype=compute_dtype,
+            with_pooler=with_pooler,
+        )
+
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        token_type_ids: jax.Array | None = None,
+    ) -> jax.Array:
+        """Last hidden states [B, T, H] float32 of input_ids [B, T] under attention_mask [B, T]."""
+        check_inputs(input_ids, attention_mask)
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        x = self.embeddings(input_ids, token_type_ids)
+        key_mask = attention_mask.astype(bool)[:, None, None, :]  # [B, 1, 1, S]
+        for i in range(self.config.num_hidden_layers):
+            x = self.layers[str(i)](x, key_mask)
+        return x
+
+    def pool(self, hidden: jax.Array) -> jax.Array:
+        """BERT's pooler: tanh(dense(first token)); hidden [B, T, H] -> [B, H]."""
+        if self.pooler is None:
+            raise ValueError("this BertEncoder was built with_pooler=False")
+        return jnp.tanh(self.pooler(hidden[:, 0]))
+
+
+def check_inputs(input_ids: jax.Array, attention_mask: jax.Array) -> None:
+    if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"input_ids and attention_mask must both be [B, T], got {input_ids.shape} "
+            f"and {attention_mask.shape}"
+        )
+
+
+# ---------------------------------------------------------------------------- as pure functions
+
+
+def init_bert_params(config: BertConfig, key, with_pooler: bool = True) -> dict:
+    """Random float32 params of a `BertEncoder` (see the module docstring for the layout)."""
+    return BertEncoder(config, rngs=nnx.Rngs(key), with_pooler=with_pooler).to_params()
+
+
+def bert_module(params: dict, config: BertConfig, compute_dtype=jnp.float32) -> BertEncoder:
+    """The `BertEncoder` holding `params` (no copy; works under jit)."""
+    graphdef = graphdef_of(
+        BertEncoder, config, compute_dtype=compute_dtype, with_pooler="pooler" in params
+    )
+    return BertEncoder.merge(graphdef, params)
 
 
 def bert_forward(
@@ -211,32 +284,17 @@ def bert_forward(
     token_type_ids: jax.Array | None = None,
     compute_dtype=jnp.float32,
 ) -> jax.Array:
-    """Last hidden states [B, T, H] float32 of input_ids [B, T] under attention_mask [B, T].
+    """`BertEncoder.__call__` as a pure function of params: hidden states [B, T, H] float32.
 
     Matmuls run in compute_dtype (float32 or bfloat16); LayerNorm and softmax in float32.
     """
-    if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
-        raise ValueError(
-            f"input_ids and attention_mask must both be [B, T], got {input_ids.shape} "
-            f"and {attention_mask.shape}"
-        )
-    emb = params["embeddings"]
-    if token_type_ids is None:
-        token_type_ids = jnp.zeros_like(input_ids)
-    x = (
-        emb["word"][input_ids]
-        + emb["position"][position_ids(config, input_ids)]
-        + emb["token_type"][token_type_ids]
-    )
-    x = layer_norm(x, emb["ln"], config.layer_norm_eps)
-    key_mask = attention_mask.astype(bool)[:, None, None, :]  # [B, 1, 1, S]
-    for i in range(config.num_hidden_layers):
-        layer = params["layers"][str(i)]
-        x = _attention(x, layer["attention"], key_mask, config, compute_dtype)
-        x = _mlp(x, layer["mlp"], config, compute_dtype)
-    return x
+    check_inputs(input_ids, attention_mask)
+    return bert_module(params, config, compute_dtype)(input_ids, attention_mask, token_type_ids)
 
 
 def pooler_forward(params: dict, hidden: jax.Array, compute_dtype=jnp.float32) -> jax.Array:
     """BERT pooler: tanh(dense(first token)); hidden [B, T, H] -> [B, H]."""
-    return jnp.tanh(dense(hidden[:, 0], params["pooler"], compute_dtype))
+    pooler = params["pooler"]
+    H = pooler["kernel"].shape[0]
+    graphdef = graphdef_of(Dense, H, H, compute_dtype=compute_dtype)
+    return jnp.tanh(nnx.merge(graphdef, pooler)(hidden[:, 0]))

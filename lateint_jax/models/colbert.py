@@ -1,7 +1,10 @@
-"""The ColBERT encoder: BERT -> projection head -> L2 normalisation, per token.
+"""The ColBERT encoder: BERT -> projection head -> L2 normalisation, per token, as the
+`flax.nnx` module `ColBERTModel`.
 
-params = {"bert": bert params, "linear": {"kernel": [H, D]}} (colbert-ai's linear map, no bias),
-or "linear" a list of Dense layers (PyLate's multi-layer heads, `models/projection.py`).
+params (`ColBERTModel.to_params()`) = {"bert": encoder params, "linear": {"kernel": [H, D]}}
+(colbert-ai's linear map, no bias), or "linear" a list of Dense layers (PyLate's multi-layer
+heads, `models/projection.py`; nnx keeps them as an `nnx.List`, whose int-keyed state the
+params layout shows as a list).
 Einsum letters: B batch, T tokens, H hidden, D embedding dim.
 """
 
@@ -12,10 +15,17 @@ from dataclasses import asdict, dataclass, fields
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from lateint_jax.errors import CheckpointError
-from lateint_jax.models.encoder import EncoderConfig, encoder_forward
-from lateint_jax.models.projection import LINEAR, DenseLayer, project
+from lateint_jax.models.encoder import (
+    EncoderConfig,
+    encoder_config_from_hf,
+    has_pooler,
+    make_encoder,
+)
+from lateint_jax.models.layers import ParamsModule, graphdef_of
+from lateint_jax.models.projection import LINEAR, DenseLayer, ProjectionLayer, layer_shapes
 
 FRAMINGS = ("colbert-ai", "pylate")
 
@@ -100,6 +110,108 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
     return x / jnp.maximum(norm, eps)
 
 
+class ColBERTModel(ParamsModule):
+    """Encoder -> projection chain -> L2 normalisation: token vectors [B, T, D] float32.
+
+    dims: each head layer's output width (the last is D); head: what each layer does;
+    biases: which layers have a bias (default: none, colbert-ai's linear map).
+    """
+
+    def __init__(
+        self,
+        encoder_config: EncoderConfig,
+        *,
+        rngs: nnx.Rngs,
+        dims: tuple[int, ...] = (128,),
+        head: tuple[DenseLayer, ...] = LINEAR,
+        biases: tuple[bool, ...] | None = None,
+        compute_dtype=jnp.float32,
+        with_pooler: bool = False,
+    ):
+        dims, head = tuple(dims), tuple(head)
+        biases = (False,) * len(dims) if biases is None else tuple(biases)
+        if not len(dims) == len(head) == len(biases):
+            raise CheckpointError(
+                f"{len(dims)} head widths, {len(head)} specs, {len(biases)} biases"
+            )
+        self.bert = make_encoder(
+            encoder_config, rngs=rngs, compute_dtype=compute_dtype, with_pooler=with_pooler
+        )
+        widths = (encoder_config.hidden_size, *dims)
+        layers = [
+            ProjectionLayer(
+                widths[i],
+                widths[i + 1],
+                spec,
+                rngs=rngs,
+                use_bias=bias,
+                compute_dtype=compute_dtype,
+            )
+            for i, (spec, bias) in enumerate(zip(head, biases, strict=True))
+        ]
+        self.linear = layers[0] if len(layers) == 1 else nnx.List(layers)
+        self.head = head
+
+    @classmethod
+    def from_hf_config(
+        cls, config_json: dict, *, rngs: nnx.Rngs, dim: int = 128, compute_dtype=jnp.float32
+    ) -> ColBERTModel:
+        """A randomly initialised ColBERT over the encoder a config.json describes, with
+        colbert-ai's head (one linear map to `dim`, no bias)."""
+        return cls(
+            encoder_config_from_hf(config_json), rngs=rngs, dims=(dim,), compute_dtype=compute_dtype
+        )
+
+    @classmethod
+    def structure(cls, params: dict, head: tuple[DenseLayer, ...] = LINEAR) -> dict:
+        """The constructor's keyword arguments that give a module holding `params`."""
+        dims, biases = layer_shapes(params["linear"])
+        return {
+            "dims": dims,
+            "head": tuple(head),
+            "biases": biases,
+            "with_pooler": has_pooler(params["bert"]),
+        }
+
+    @classmethod
+    def state_to_params(cls, state: dict) -> dict:
+        linear = state["linear"]
+        if "kernel" not in linear:  # an nnx.List: {0: layer, 1: layer, ...}
+            linear = [linear[i] for i in range(len(linear))]
+        return {**state, "linear": linear}
+
+    @classmethod
+    def params_to_state(cls, params: dict) -> dict:
+        linear = params["linear"]
+        if isinstance(linear, (list, tuple)):
+            linear = dict(enumerate(linear)) if len(linear) > 1 else linear[0]
+        return {**params, "linear": linear}
+
+    def project(self, hidden: jax.Array) -> jax.Array:
+        """hidden [B, T, H] -> [B, T, D] float32, not normalised."""
+        layers = [self.linear] if isinstance(self.linear, ProjectionLayer) else self.linear
+        x = hidden.astype(jnp.float32)
+        for layer in layers:
+            x = layer(x)
+        return x
+
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        """Normalised token embeddings [B, T, D] float32 of input_ids/attention_mask [B, T].
+
+        Every position gets a vector (padding included); callers drop padding and skiplist
+        tokens from documents and keep all query positions.
+        """
+        return l2_normalize(self.project(self.bert(input_ids, attention_mask)))
+
+
+def colbert_graphdef(
+    params: dict, bert_config: EncoderConfig, head=LINEAR, compute_dtype=jnp.float32
+) -> nnx.GraphDef:
+    """The graphdef of the `ColBERTModel` that holds `params` (cached per structure)."""
+    structure = ColBERTModel.structure(params, head)
+    return graphdef_of(ColBERTModel, bert_config, compute_dtype=compute_dtype, **structure)
+
+
 def colbert_forward(
     params: dict,
     bert_config: EncoderConfig,
@@ -108,13 +220,9 @@ def colbert_forward(
     compute_dtype=jnp.float32,
     head: tuple[DenseLayer, ...] = LINEAR,
 ) -> jax.Array:
-    """Normalised token embeddings [B, T, D] float32 of input_ids/attention_mask [B, T].
+    """`ColBERTModel.__call__` as a pure function of params: [B, T, D] float32.
 
-    Every position gets a vector (padding included); callers drop padding and skiplist
-    tokens from documents and keep all query positions. `head` (static) describes the
-    layers of params["linear"].
+    `head` (static) describes the layers of params["linear"].
     """
-    hidden = encoder_forward(
-        params["bert"], bert_config, input_ids, attention_mask, compute_dtype=compute_dtype
-    )
-    return l2_normalize(project(params["linear"], head, hidden, compute_dtype))
+    graphdef = colbert_graphdef(params, bert_config, head, compute_dtype)
+    return ColBERTModel.merge(graphdef, params)(input_ids, attention_mask)

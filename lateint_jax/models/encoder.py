@@ -1,22 +1,23 @@
 """The transformer families under every model, behind one set of functions: the config from
-a config.json (by its model_type), random params, and the forward pass.
+a config.json (by its model_type), the `flax.nnx` module, random params, and the forward pass.
 
-Families: BERT / RoBERTa / XLM-RoBERTa (`models.bert`) and ModernBERT (`models.modernbert`).
+Families: BERT / RoBERTa / XLM-RoBERTa (`models.bert.BertEncoder`) and ModernBERT
+(`models.modernbert.ModernBertEncoder`); both take (config, *, rngs, compute_dtype,
+with_pooler) and are called as encoder(input_ids, attention_mask, token_type_ids).
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
-from lateint_jax.models.bert import BertConfig, bert_forward, init_bert_params
-from lateint_jax.models.modernbert import (
-    ModernBertConfig,
-    init_modernbert_params,
-    modernbert_forward,
-)
+from lateint_jax.models.bert import BertConfig, BertEncoder
+from lateint_jax.models.layers import graphdef_of
+from lateint_jax.models.modernbert import ModernBertConfig, ModernBertEncoder
 
 EncoderConfig = BertConfig | ModernBertConfig
+Encoder = BertEncoder | ModernBertEncoder
 
 
 def encoder_config_from_hf(config: dict) -> EncoderConfig:
@@ -26,11 +27,35 @@ def encoder_config_from_hf(config: dict) -> EncoderConfig:
     return BertConfig.from_hf(config)
 
 
+def encoder_class(config: EncoderConfig) -> type[BertEncoder | ModernBertEncoder]:
+    return ModernBertEncoder if isinstance(config, ModernBertConfig) else BertEncoder
+
+
+def make_encoder(
+    config: EncoderConfig, *, rngs: nnx.Rngs, compute_dtype=jnp.float32, with_pooler: bool = False
+) -> Encoder:
+    """A randomly initialised encoder of the config's family (the pooler only for BERT)."""
+    with_pooler = with_pooler and isinstance(config, BertConfig)
+    return encoder_class(config)(
+        config, rngs=rngs, compute_dtype=compute_dtype, with_pooler=with_pooler
+    )
+
+
+def has_pooler(params: dict) -> bool:
+    return "pooler" in params
+
+
 def init_encoder_params(config: EncoderConfig, key, with_pooler: bool = True) -> dict:
     """Random params of the family's layout (BERT's optional pooler only for BERT)."""
-    if isinstance(config, ModernBertConfig):
-        return init_modernbert_params(config, key)
-    return init_bert_params(config, key, with_pooler=with_pooler)
+    return make_encoder(config, rngs=nnx.Rngs(key), with_pooler=with_pooler).to_params()
+
+
+def encoder_module(params: dict, config: EncoderConfig, compute_dtype=jnp.float32) -> Encoder:
+    """The encoder module holding `params` (no copy; works under jit)."""
+    cls = encoder_class(config)
+    with_pooler = has_pooler(params) and cls is BertEncoder
+    graphdef = graphdef_of(cls, config, compute_dtype=compute_dtype, with_pooler=with_pooler)
+    return cls.merge(graphdef, params)
 
 
 def encoder_forward(
@@ -42,5 +67,5 @@ def encoder_forward(
     compute_dtype=jnp.float32,
 ) -> jax.Array:
     """Last hidden states [B, T, H] float32 of input_ids / attention_mask [B, T]."""
-    forward = modernbert_forward if isinstance(config, ModernBertConfig) else bert_forward
-    return forward(params, config, input_ids, attention_mask, token_type_ids, compute_dtype)
+    module = encoder_module(params, config, compute_dtype)
+    return module(input_ids, attention_mask, token_type_ids)

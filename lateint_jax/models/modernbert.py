@@ -1,4 +1,4 @@
-"""The ModernBERT encoder as a pure function of (params, inputs).
+"""The ModernBERT encoder as a `flax.nnx` module, `ModernBertEncoder`.
 
 What differs from BERT: no position embeddings but rotary ones (RoPE) inside attention, with one
 base (theta) for global layers and another for local ones; every `global_every`-th layer
@@ -7,7 +7,8 @@ base (theta) for global layers and another for local ones; every `global_every`-
 a final norm; a gated feed-forward (act(x W_in) * (x W_gate)) W_out; biases only where the
 config asks for them.
 
-Parameters, float32, kernels stored [in, out]; "bias" entries exist only when enabled:
+Parameters (the module's state as a pure dict, `to_params()`), float32, kernels stored
+[in, out]; "bias" entries exist only when enabled:
 
     embeddings: word [V, H], ln {scale[, bias]}
     layers: {"0": layer, ...}, each
@@ -24,9 +25,19 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from lateint_jax.errors import CheckpointError
-from lateint_jax.models.bert import ACTIVATIONS, dense, layer_norm
+from lateint_jax.models.bert import check_inputs
+from lateint_jax.models.layers import (
+    ACTIVATIONS,
+    Dense,
+    Norm,
+    ParamsModule,
+    attend,
+    graphdef_of,
+    normal,
+)
 
 GLOBAL_THETA = 160_000.0  # ModernBERT's defaults when a config.json names none
 LOCAL_THETA = 10_000.0
@@ -185,46 +196,6 @@ def _thetas(config: dict) -> dict:
     return out
 
 
-def init_modernbert_params(config: ModernBertConfig, key) -> dict:
-    """Random float32 params (normal(0.02) weights, zero biases, unit norms)."""
-    H, I = config.hidden_size, config.intermediate_size
-    keys = iter(jax.random.split(key, 1 + 4 * config.num_hidden_layers))
-
-    def linear(n_in, n_out, bias):
-        out = {"kernel": 0.02 * jax.random.normal(next(keys), (n_in, n_out), jnp.float32)}
-        if bias:
-            out["bias"] = jnp.zeros((n_out,), jnp.float32)
-        return out
-
-    def norm():
-        out = {"scale": jnp.ones((H,), jnp.float32)}
-        if config.norm_bias:
-            out["bias"] = jnp.zeros((H,), jnp.float32)
-        return out
-
-    params = {
-        "embeddings": {
-            "word": 0.02 * jax.random.normal(next(keys), (config.vocab_size, H), jnp.float32),
-            "ln": norm(),
-        },
-        "layers": {},
-        "final_ln": norm(),
-    }
-    for i in range(config.num_hidden_layers):
-        layer = {
-            "attention": {
-                "qkv": linear(H, 3 * H, config.attention_bias),
-                "output": linear(H, H, config.attention_bias),
-            },
-            "mlp_ln": norm(),
-            "mlp": {"wi": linear(H, 2 * I, config.mlp_bias), "wo": linear(I, H, config.mlp_bias)},
-        }
-        if i > 0:
-            layer["attention_ln"] = norm()
-        params["layers"][str(i)] = layer
-    return params
-
-
 def rotary(x: jax.Array, theta: float) -> jax.Array:
     """RoPE on x [B, T, A, E] at positions 0..T-1: each half of E is rotated against the
     other (the `rotate_half` layout), frequencies theta ** (-2j / E)."""
@@ -238,27 +209,129 @@ def rotary(x: jax.Array, theta: float) -> jax.Array:
     return (x32 * jnp.cos(angles) + rotated * jnp.sin(angles)).astype(x.dtype)
 
 
-def _attention(x, p, key_mask, window_mask, config: ModernBertConfig, theta, compute_dtype):
-    B, T, _ = x.shape
-    A, E = config.num_attention_heads, config.head_dim
-    qkv = dense(x, p["qkv"], compute_dtype).reshape(B, T, 3, A, E)
-    q, k, v = (qkv[:, :, j] for j in range(3))
-    q, k = rotary(q, theta), rotary(k, theta)
-    mask = key_mask if window_mask is None else key_mask & window_mask  # [B, 1, T, S]
-    ctx = jax.nn.dot_product_attention(
-        q.astype(compute_dtype), k.astype(compute_dtype), v.astype(compute_dtype), mask=mask
-    )
-    # A padding position farther than the window from every real token attends to nothing:
-    # zeros, as PyTorch's scaled_dot_product_attention gives (ColBERT's [MASK] query padding
-    # keeps these vectors, so they must match).
-    attends = jnp.any(mask, axis=-1)[:, 0, :, None, None]  # [B, T, 1, 1]
-    ctx = jnp.where(attends, ctx, 0.0)
-    return dense(ctx.reshape(B, T, A * E), p["output"], compute_dtype)
+class ModernBertAttention(nnx.Module):
+    """Rotary self-attention over the whole sequence (global) or a sliding window (local)."""
+
+    def __init__(self, config: ModernBertConfig, is_global: bool, *, rngs, compute_dtype):
+        H, bias = config.hidden_size, config.attention_bias
+        self.qkv = Dense(H, 3 * H, rngs=rngs, use_bias=bias, compute_dtype=compute_dtype)
+        self.output = Dense(H, H, rngs=rngs, use_bias=bias, compute_dtype=compute_dtype)
+        self.heads, self.head_dim = config.num_attention_heads, config.head_dim
+        self.theta = config.global_theta if is_global else config.local_theta
+        self.compute_dtype = compute_dtype
+
+    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+        """x [B, T, H], mask [B, 1, T, S] -> [B, T, H]."""
+        B, T, _ = x.shape
+        A, E, dtype = self.heads, self.head_dim, self.compute_dtype
+        qkv = self.qkv(x).reshape(B, T, 3, A, E)
+        q, k, v = (qkv[:, :, j] for j in range(3))
+        q, k = rotary(q, self.theta), rotary(k, self.theta)
+        ctx = attend(q.astype(dtype), k.astype(dtype), v.astype(dtype), mask)
+        # A padding position farther than the window from every real token attends to nothing:
+        # zeros, as PyTorch's scaled_dot_product_attention gives (ColBERT's [MASK] query padding
+        # keeps these vectors, so they must match).
+        attends = jnp.any(mask, axis=-1)[:, 0, :, None, None]  # [B, T, 1, 1]
+        ctx = jnp.where(attends, ctx, 0.0)
+        return self.output(ctx.reshape(B, T, A * E))
 
 
-def _mlp(x, p, config: ModernBertConfig, compute_dtype):
-    hidden, gate = jnp.split(dense(x, p["wi"], compute_dtype), 2, axis=-1)
-    return dense(ACTIVATIONS[config.hidden_act](hidden) * gate, p["wo"], compute_dtype)
+class ModernBertMLP(nnx.Module):
+    """Gated feed-forward: (act(x W_in) * (x W_gate)) W_out, W_in and W_gate stacked in `wi`."""
+
+    def __init__(self, config: ModernBertConfig, *, rngs, compute_dtype):
+        H, I, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
+        self.wi = Dense(H, 2 * I, rngs=rngs, use_bias=bias, compute_dtype=compute_dtype)
+        self.wo = Dense(I, H, rngs=rngs, use_bias=bias, compute_dtype=compute_dtype)
+        self.act = config.hidden_act
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        hidden, gate = jnp.split(self.wi(x), 2, axis=-1)
+        return self.wo(ACTIVATIONS[self.act](hidden) * gate)
+
+
+class ModernBertLayer(nnx.Module):
+    """Pre-norm: x + attention(norm x), then x + mlp(norm x); layer 0 has no attention norm."""
+
+    def __init__(self, config: ModernBertConfig, index: int, *, rngs, compute_dtype):
+        H, eps, bias = config.hidden_size, config.norm_eps, config.norm_bias
+        self.is_global = config.is_global(index)
+        self.attention_ln = Norm(H, eps, use_bias=bias) if index > 0 else None
+        self.attention = ModernBertAttention(
+            config, self.is_global, rngs=rngs, compute_dtype=compute_dtype
+        )
+        self.mlp_ln = Norm(H, eps, use_bias=bias)
+        self.mlp = ModernBertMLP(config, rngs=rngs, compute_dtype=compute_dtype)
+
+    def __call__(self, x: jax.Array, key_mask: jax.Array, window: jax.Array) -> jax.Array:
+        h = x if self.attention_ln is None else self.attention_ln(x)
+        x = x + self.attention(h, key_mask if self.is_global else key_mask & window)
+        return x + self.mlp(self.mlp_ln(x))
+
+
+class ModernBertEmbeddings(nnx.Module):
+    def __init__(self, config: ModernBertConfig, *, rngs: nnx.Rngs):
+        self.word = normal(rngs, (config.vocab_size, config.hidden_size))
+        self.ln = Norm(config.hidden_size, config.norm_eps, use_bias=config.norm_bias)
+
+    def __call__(self, input_ids: jax.Array) -> jax.Array:
+        return self.ln(self.word[...][input_ids])
+
+
+class ModernBertEncoder(ParamsModule):
+    """ModernBERT: input ids -> last hidden states (random init: normal(0.02) weights, zero
+    biases, unit norms). compute_dtype: the matmuls' dtype; parameters stay float32."""
+
+    def __init__(
+        self,
+        config: ModernBertConfig,
+        *,
+        rngs: nnx.Rngs,
+        compute_dtype=jnp.float32,
+        with_pooler: bool = False,
+    ):
+        del with_pooler  # ModernBERT has no pooler; accepted so every family builds alike
+        self.config = config
+        self.embeddings = ModernBertEmbeddings(config, rngs=rngs)
+        self.layers = nnx.Dict(
+            {
+                str(i): ModernBertLayer(config, i, rngs=rngs, compute_dtype=compute_dtype)
+                for i in range(config.num_hidden_layers)
+            }
+        )
+        self.final_ln = Norm(config.hidden_size, config.norm_eps, use_bias=config.norm_bias)
+
+    @classmethod
+    def from_hf_config(
+        cls, config_json: dict, *, rngs: nnx.Rngs, compute_dtype=jnp.float32
+    ) -> ModernBertEncoder:
+        return cls(ModernBertConfig.from_hf(config_json), rngs=rngs, compute_dtype=compute_dtype)
+
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        token_type_ids: jax.Array | None = None,
+    ) -> jax.Array:
+        """Last hidden states [B, T, H] float32 of right-padded input_ids [B, T] under
+        attention_mask [B, T] (token_type_ids: ModernBERT has none; ignored)."""
+        check_inputs(input_ids, attention_mask)
+        T = input_ids.shape[1]
+        x = self.embeddings(input_ids)
+        key_mask = attention_mask.astype(bool)[:, None, None, :]  # [B, 1, 1, S]
+        distance = jnp.abs(jnp.arange(T)[:, None] - jnp.arange(T)[None, :])
+        window = (distance <= self.config.local_window // 2)[None, None]  # [1, 1, T, S]
+        for i in range(self.config.num_hidden_layers):
+            x = self.layers[str(i)](x, key_mask, window)
+        return self.final_ln(x)
+
+
+# ---------------------------------------------------------------------------- as pure functions
+
+
+def init_modernbert_params(config: ModernBertConfig, key) -> dict:
+    """Random float32 params of a `ModernBertEncoder` (layout in the module docstring)."""
+    return ModernBertEncoder(config, rngs=nnx.Rngs(key)).to_params()
 
 
 def modernbert_forward(
@@ -269,34 +342,7 @@ def modernbert_forward(
     token_type_ids: jax.Array | None = None,
     compute_dtype=jnp.float32,
 ) -> jax.Array:
-    """Last hidden states [B, T, H] float32 of right-padded input_ids [B, T] under
-    attention_mask [B, T] (token_type_ids: ModernBERT has none; ignored)."""
-    if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
-        raise ValueError(
-            f"input_ids and attention_mask must both be [B, T], got {input_ids.shape} "
-            f"and {attention_mask.shape}"
-        )
-    T = input_ids.shape[1]
-    x = layer_norm(
-        params["embeddings"]["word"][input_ids], params["embeddings"]["ln"], config.norm_eps
-    )
-    key_mask = attention_mask.astype(bool)[:, None, None, :]  # [B, 1, 1, S]
-    distance = jnp.abs(jnp.arange(T)[:, None] - jnp.arange(T)[None, :])
-    window = (distance <= config.local_window // 2)[None, None]  # [1, 1, T, S]
-    for i in range(config.num_hidden_layers):
-        layer = params["layers"][str(i)]
-        is_global = config.is_global(i)
-        h = x if i == 0 else layer_norm(x, layer["attention_ln"], config.norm_eps)
-        x = x + _attention(
-            h,
-            layer["attention"],
-            key_mask,
-            None if is_global else window,
-            config,
-            config.global_theta if is_global else config.local_theta,
-            compute_dtype,
-        )
-        x = x + _mlp(
-            layer_norm(x, layer["mlp_ln"], config.norm_eps), layer["mlp"], config, compute_dtype
-        )
-    return layer_norm(x, params["final_ln"], config.norm_eps)
+    """`ModernBertEncoder.__call__` as a pure function of params: [B, T, H] float32."""
+    check_inputs(input_ids, attention_mask)
+    graphdef = graphdef_of(ModernBertEncoder, config, compute_dtype=compute_dtype)
+    return ModernBertEncoder.merge(graphdef, params)(input_ids, attention_mask)

@@ -6,6 +6,10 @@ output sharding on every embedding gather and in-batch einsum). Parameters and o
 are replicated; every batch leaf is sharded along its leading (example) axis. The loss is the
 mean over the global batch, so XLA's all-reduce of the gradient gives exactly the mean of
 per-device gradients that a pmapped step computes with `pmean`.
+
+The step is a pure function of pytrees: `TrainState.params` is the model's `flax.nnx` state as a
+plain nested dict (the checkpoint layout), and each task's loss_fn merges it with the module's
+static graphdef inside the jitted step (`training.tasks`), the nnx split/merge pattern.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from jax.sharding import PartitionSpec as P
 from lateint_jax.sharding import DATA_AXIS
 from lateint_jax.training.state import TrainState
 
-# loss_fn(params, batch, key) -> (scalar loss, dict of scalar metrics)
+# loss_fn(params, batch, key) -> (scalar loss, dict of scalar metrics); params: the module's
+# state as a pure dict, merged with its graphdef inside the loss (see the module docstring)
 LossFn = Callable[[dict, dict, jax.Array], tuple[jax.Array, dict]]
 
 

@@ -1,6 +1,11 @@
 """What each task trains: the model, its loss over a batch, how tuples become a batch, and how
 the trained parameters are exported.
 
+The model is a `flax.nnx` module (`models.colbert.ColBERTModel`, ...) split once into a static
+graphdef (built with the training compute dtype) and its parameters as a plain nested dict (the
+checkpoint layout, which the TrainState, optax and orbax hold). Each loss_fn merges the two
+inside the jitted train step (`ColBERTModel.merge(graphdef, params)`) and calls the module.
+
 Batch layouts (numpy, leading axis B = tuples; K = nway; lengths are fixed buckets):
   colbert:       query_input_ids/query_attention_mask [B, Q]; doc_input_ids/doc_attention_mask/
                  doc_token_mask [B, K, T]; teacher_scores [B, K] float32 (distillation only)
@@ -24,9 +29,18 @@ from lateint_jax.data.tuples import TrainingTuple
 from lateint_jax.encoders import BiEncoder, ColBERT, CrossEncoder, load_tokenizer
 from lateint_jax.errors import InputError
 from lateint_jax.models.bert import init_bert_params, tiny_bert_config
-from lateint_jax.models.bi_encoder import bi_encoder_forward
-from lateint_jax.models.colbert import ColBERTConfig, colbert_forward, init_projection
-from lateint_jax.models.cross_encoder import cross_encoder_forward, init_head
+from lateint_jax.models.bi_encoder import BiEncoderModel, bi_encoder_graphdef
+from lateint_jax.models.colbert import (
+    ColBERTConfig,
+    ColBERTModel,
+    colbert_graphdef,
+    init_projection,
+)
+from lateint_jax.models.cross_encoder import (
+    CrossEncoderModel,
+    cross_encoder_graphdef,
+    init_head,
+)
 from lateint_jax.models.projection import LINEAR, output_dim
 from lateint_jax.training.config import TrainConfig
 
@@ -82,25 +96,15 @@ def _colbert(config: TrainConfig, fixed_lengths: bool) -> Task:
     model = ColBERT(
         params, bert_config, settings, tokenizer, str(config.model or "default"), head=head
     )
-    dtype, K = _dtype(config), config.nway
+    graphdef, K = colbert_graphdef(params, bert_config, head, _dtype(config)), config.nway
 
     def loss_fn(params, batch, key):
         B, _, T = batch["doc_input_ids"].shape
-        q = colbert_forward(
-            params,
-            bert_config,
-            batch["query_input_ids"],
-            batch["query_attention_mask"],
-            dtype,
-            head,
-        )
-        d = colbert_forward(
-            params,
-            bert_config,
+        net = ColBERTModel.merge(graphdef, params)
+        q = net(batch["query_input_ids"], batch["query_attention_mask"])
+        d = net(
             batch["doc_input_ids"].reshape(B * K, T),
             batch["doc_attention_mask"].reshape(B * K, T),
-            dtype,
-            head,
         )
         d = d.reshape(B, K, T, -1)
         token_mask = batch["doc_token_mask"].astype(bool)
@@ -157,19 +161,14 @@ def _cross_encoder(config: TrainConfig, fixed_lengths: bool) -> Task:
         head = init_head(bert_config, jax.random.key(config.seed))
     params = {"bert": bert, "head": head}
     model = CrossEncoder(params, bert_config, tokenizer, config.pair_maxlen, str(config.model))
-    dtype, K = _dtype(config), config.nway
+    graphdef, K = cross_encoder_graphdef(params, bert_config, _dtype(config)), config.nway
 
     def loss_fn(params, batch, key):
         B, _, L = batch["input_ids"].shape
         flat = {k: v.reshape(B * K, L) for k, v in batch.items()}
-        logits = cross_encoder_forward(
-            params,
-            bert_config,
-            flat["input_ids"],
-            flat["attention_mask"],
-            flat["token_type_ids"],
-            dtype,
-        ).reshape(B, K)
+        net = CrossEncoderModel.merge(graphdef, params)
+        logits = net(flat["input_ids"], flat["attention_mask"], flat["token_type_ids"])
+        logits = logits.reshape(B, K)
         if config.loss == "bce":
             labels = jnp.zeros((B, K)).at[:, 0].set(1.0)
             loss = losses.binary_cross_entropy(logits.reshape(-1), labels.reshape(-1))
@@ -200,25 +199,16 @@ def _bi_encoder(config: TrainConfig, fixed_lengths: bool) -> Task:
     bert, bert_config, tokenizer, ckpt = _base(config)
     normalize = True if ckpt is None else ckpt.normalize
     model = BiEncoder(bert, bert_config, tokenizer, normalize, config.pair_maxlen)
-    dtype, K = _dtype(config), config.nway
+    graphdef = bi_encoder_graphdef(bert, bert_config, normalize, _dtype(config))
+    K = config.nway
 
     def loss_fn(params, batch, key):
         B, _, L = batch["doc_input_ids"].shape
-        q = bi_encoder_forward(
-            params,
-            bert_config,
-            batch["query_input_ids"],
-            batch["query_attention_mask"],
-            normalize,
-            dtype,
-        )
-        d = bi_encoder_forward(
-            params,
-            bert_config,
+        net = BiEncoderModel.merge(graphdef, params)
+        q = net(batch["query_input_ids"], batch["query_attention_mask"])
+        d = net(
             batch["doc_input_ids"].reshape(B * K, L),
             batch["doc_attention_mask"].reshape(B * K, L),
-            normalize,
-            dtype,
         ).reshape(B, K, -1)
         if config.loss == "triplet":
             loss = losses.triplet_loss(q, d[:, 0], d[:, 1], config.triplet_margin)

@@ -13,8 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
+from lateint_jax.convert.hf_bert import bert_name_map, expected_shapes
 from lateint_jax.errors import CheckpointError
+from lateint_jax.models.bert import tiny_bert_config
+from lateint_jax.models.colbert import ColBERTModel
 from lateint_jax.training.checkpoint import Checkpointer
 from lateint_jax.training.state import create_state
 
@@ -106,3 +110,33 @@ def test_kill_during_save_leaves_previous_checkpoint_loadable(tmp_path):
     np.testing.assert_array_equal(np.asarray(restored.params["w"]), 1.0 + latest)
     np.testing.assert_array_equal(np.asarray(restored.params["v"]), float(latest))
     ckpt.close()
+
+
+def test_checkpoint_in_the_name_map_layout_restores_into_the_nnx_model(tmp_path):
+    """TrainState.params is the NNX model's state as a pure dict, which is the layout the
+    checkpoint name maps write (and every training checkpoint before the NNX modules held):
+    a checkpoint built from the name map alone restores into a state built from ColBERTModel."""
+    config = tiny_bert_config(vocab_size=50)
+    rng = np.random.default_rng(0)
+    old_bert: dict = {}
+    for _, path, _ in bert_name_map(config, with_pooler=True):
+        node = old_bert
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = jnp.asarray(
+            rng.standard_normal(expected_shapes(config)[path]), jnp.float32
+        )
+    old = {"bert": old_bert, "linear": {"kernel": jnp.ones((config.hidden_size, 8))}}
+    ckpt = Checkpointer(tmp_path, {"task": "colbert"}, every=1, keep=1)
+    ckpt.save(1, create_state(old, optax.adamw(1e-3), 0), {"batches_done": 1})
+    ckpt.wait()
+    module = ColBERTModel(config, rngs=nnx.Rngs(1), dims=(8,), with_pooler=True)
+    like = create_state(module.to_params(), optax.adamw(1e-3), 0)
+    restored, _ = ckpt.restore(like)
+    ckpt.close()
+    jax.tree.map(np.testing.assert_array_equal, restored.params, old)
+    module.load_params(restored.params)  # and the module takes the restored arrays back
+    np.testing.assert_array_equal(
+        np.asarray(module.bert.layers["1"].mlp.output.kernel[...]),
+        np.asarray(old["bert"]["layers"]["1"]["mlp"]["output"]["kernel"]),
+    )
