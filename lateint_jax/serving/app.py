@@ -19,7 +19,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from lateint_jax.errors import UserError
-from lateint_jax.serving.auth import AccessPolicy, install, read_access
+from lateint_jax.serving.auth import AccessPolicy, denial, install, read_access
 from lateint_jax.serving.engine import SearchEngine
 from lateint_jax.serving.schemas import (
     EncodeRequest,
@@ -102,6 +102,9 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, err: RequestValidationError):
+        denied = denial(request)  # the key is checked before the body, even a broken one
+        if denied is not None:
+            return denied
         errors = err.errors()
         detail = [
             {

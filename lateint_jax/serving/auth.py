@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import FastAPI, Request, Security
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lateint_jax.errors import InputError
 
@@ -120,25 +123,40 @@ def _policy(request: Request) -> AccessPolicy:
     return getattr(request.app.state, "access", None) or AccessPolicy()
 
 
-def _require_key(policy: AccessPolicy, request: Request, credentials) -> None:
-    if credentials is None:
+def _credentials(request: Request) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, else None."""
+    scheme, token = get_authorization_scheme_param(request.headers.get("Authorization"))
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _check(request: Request, write: bool) -> None:
+    policy = _policy(request)
+    if not policy.has_key:
+        if write and not policy.insecure_writes:
+            raise AccessDenied(
+                403,
+                "writes are disabled: this server has no API key (start it with "
+                f"--api-key-file FILE or ${API_KEY_ENV})",
+            )
+        return
+    token = _credentials(request)
+    if token is None:
         if request.headers.get("Authorization") is None:
             raise AccessDenied(
                 401, "missing API key: send the header 'Authorization: Bearer <key>'"
             )
         raise AccessDenied(401, "malformed Authorization header: expected 'Bearer <key>'")
-    given = credentials.credentials.encode("utf-8", "surrogateescape")
-    if not hmac.compare_digest(given, policy.api_key.encode()):
+    if not hmac.compare_digest(token.encode("utf-8", "surrogateescape"), policy.api_key.encode()):
         raise AccessDenied(403, "invalid API key")
 
 
+# The `credentials` parameters declare the bearer scheme in the OpenAPI schema (the docs'
+# "Authorize" button); the check reads the header itself, the same way for both.
 async def read_access(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
 ) -> None:
     """Dependency of every data endpoint: open without a key, the key otherwise."""
-    policy = _policy(request)
-    if policy.has_key:
-        _require_key(policy, request, credentials)
+    _check(request, write=False)
 
 
 async def write_access(
@@ -146,18 +164,35 @@ async def write_access(
 ) -> None:
     """Dependency of every endpoint that changes the index: the key, always (or, without
     one, a server started with `insecure_writes`)."""
-    policy = _policy(request)
-    if policy.has_key:
-        _require_key(policy, request, credentials)
-    elif not policy.insecure_writes:
-        raise AccessDenied(
-            403,
-            "writes are disabled: this server has no API key (start it with --api-key-file "
-            f"FILE or ${API_KEY_ENV})",
-        )
+    _check(request, write=True)
 
 
-async def _denied(request: Request, err: AccessDenied) -> JSONResponse:
+def _guards(dependant) -> set:
+    found, stack = set(), [dependant]
+    while stack:
+        node = stack.pop()
+        if node is None:
+            continue
+        if node.call in (read_access, write_access):
+            found.add(node.call)
+        stack.extend(node.dependencies)
+    return found
+
+
+def denial(request: Request) -> JSONResponse | None:
+    """The 401/403 answer for a request its route's guard refuses, else None. FastAPI parses
+    the body before it runs dependencies: the 400 and 422 handlers ask this first, so a caller
+    without the key gets 401 and learns nothing about the request's shape."""
+    guards = _guards(getattr(request.scope.get("route"), "dependant", None))
+    try:
+        for guard in guards:
+            _check(request, write=guard is write_access)
+    except AccessDenied as err:
+        return _response(err)
+    return None
+
+
+def _response(err: AccessDenied) -> JSONResponse:
     headers = {"WWW-Authenticate": f'Bearer realm="{REALM}"'} if err.status_code == 401 else None
     return JSONResponse(
         status_code=err.status_code,
@@ -169,11 +204,22 @@ async def _denied(request: Request, err: AccessDenied) -> JSONResponse:
     )
 
 
+async def _denied(request: Request, err: AccessDenied) -> JSONResponse:
+    return _response(err)
+
+
+async def _http_error(request: Request, err: StarletteHTTPException):
+    """FastAPI's own answer (e.g. 400 for a body it cannot parse), unless the caller has no
+    right to the route at all."""
+    return denial(request) or await http_exception_handler(request, err)
+
+
 def install(app: FastAPI, policy: AccessPolicy) -> None:
     """Attach `policy` to `app`: the answers to denied requests and, if origins are given, CORS
     (off otherwise: browsers then let only same-origin pages call the API)."""
     app.state.access = policy
     app.add_exception_handler(AccessDenied, _denied)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     if policy.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -206,13 +206,14 @@ def build_engine(args, log=print, wrap_index=None):
     return engine, info
 
 
-def banner(host: str, port: int, has_reranker: bool) -> str:
+def banner(host: str, port: int, has_reranker: bool, needs_key: bool = False) -> str:
     url = f"http://{host}:{port}"
     body = '{"query": "how do bees find flowers", "k": 3}'
+    key = ' -H "Authorization: Bearer $KEY"' if needs_key else ""
     lines = [
         f"lateint-jax is serving at {url}  (search page: {url}/ , API docs: {url}/docs)",
         "try:",
-        f"  curl -s -X POST {url}/search -H 'Content-Type: application/json' -d '{body}'",
+        f"  curl -s -X POST {url}/search -H 'Content-Type: application/json'{key} -d '{body}'",
     ]
     if not has_reranker:
         lines.append("no reranker loaded (pass --reranker PATH to enable the rerank stage)")
@@ -250,7 +251,7 @@ def run_uvicorn(args, log, wrap_index=None) -> int:
         log_level="info",
         timeout_graceful_shutdown=args.graceful_timeout,
     )
-    print(banner(args.host, args.port, engine.reranker is not None), flush=True)
+    print(banner(args.host, args.port, engine.reranker is not None, access.has_key), flush=True)
     GracefulServer(config).run()
     log("stopped")
     return 0
