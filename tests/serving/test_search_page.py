@@ -268,7 +268,6 @@ def test_sigterm_lets_the_in_flight_request_finish_and_restart_reloads(cache, se
     assert response.status_code == 200, response.text
     before = [(h["id"], round(h["score"], 4)) for h in response.json()["results"]]
     assert len(before) == 5 and before[0][0] == "demo-042"  # Honeybees
-    assert "building the demo index" in log
     assert "warm-up" in log and "programs compiled" in log  # warm-up shows its progress
 
     restarted, url = start_server(cache)
