@@ -12,13 +12,14 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 
 import jax
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from lateint_jax.errors import UserError
+from lateint_jax.serving.auth import AccessPolicy, denial, install, read_access
 from lateint_jax.serving.engine import SearchEngine
 from lateint_jax.serving.schemas import (
     EncodeRequest,
@@ -59,8 +60,13 @@ def _validation_message(errors) -> str:
     return "; ".join(f"{_field_name(e)}: {_message(e)}" for e in errors)
 
 
-def create_app(engine: SearchEngine, *, index_info: dict | None = None) -> FastAPI:
-    """The FastAPI app over a ready engine. Closing the app (lifespan end) closes the engine."""
+def create_app(
+    engine: SearchEngine, *, index_info: dict | None = None, access: AccessPolicy | None = None
+) -> FastAPI:
+    """The FastAPI app over a ready engine. Closing the app (lifespan end) closes the engine.
+
+    `access` (default: no key, reads open, writes refused) guards the data endpoints; `/`,
+    `/health` and the API docs stay open (a load balancer's probe carries no key)."""
     stats = ServiceStats()
     info = dict(index_info or {})
 
@@ -80,6 +86,8 @@ def create_app(engine: SearchEngine, *, index_info: dict | None = None) -> FastA
     )
     app.state.engine = engine
     app.state.stats = stats
+    install(app, access or AccessPolicy())
+    api = APIRouter(dependencies=[Depends(read_access)])
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next):
@@ -94,6 +102,9 @@ def create_app(engine: SearchEngine, *, index_info: dict | None = None) -> FastA
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, err: RequestValidationError):
+        denied = denial(request)  # the key is checked before the body, even a broken one
+        if denied is not None:
+            return denied
         errors = err.errors()
         detail = [
             {
@@ -120,7 +131,7 @@ def create_app(engine: SearchEngine, *, index_info: dict | None = None) -> FastA
     async def page():
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
-    @app.post("/search", response_model=SearchResponse, responses=ERROR_RESPONSES)
+    @api.post("/search", response_model=SearchResponse, responses=ERROR_RESPONSES)
     async def search(body: SearchRequest):
         """First-stage MaxSim search, then the cross-encoder over the top `depth` if asked.
 
@@ -131,14 +142,14 @@ def create_app(engine: SearchEngine, *, index_info: dict | None = None) -> FastA
         )
         return {"results": results[0] if body.query is not None else results, "timings": timings}
 
-    @app.post("/rerank", response_model=RerankResponse, responses=ERROR_RESPONSES)
+    @api.post("/rerank", response_model=RerankResponse, responses=ERROR_RESPONSES)
     async def rerank(body: RerankRequest):
         """Cross-encoder scores of `query` against each passage, in the given order."""
         started = time.perf_counter()
         scores = await engine.rerank(body.query, body.passages)
         return {"scores": scores, "rerank_ms": round((time.perf_counter() - started) * 1e3, 3)}
 
-    @app.post("/encode", response_model=EncodeResponse, responses=ERROR_RESPONSES)
+    @api.post("/encode", response_model=EncodeResponse, responses=ERROR_RESPONSES)
     async def encode(body: EncodeRequest):
         """ColBERT token embeddings: [query_maxlen, D] per query, [T_i, D] per document
         (a bi-encoder index: one [1, H] matrix per text)."""
@@ -153,7 +164,7 @@ def create_app(engine: SearchEngine, *, index_info: dict | None = None) -> FastA
     async def health():
         return {"status": "ok", "documents": len(engine.doc_ids)}
 
-    @app.get("/stats")
+    @api.get("/stats")
     async def service_stats():
         return {
             **stats.snapshot(),
@@ -172,4 +183,5 @@ def create_app(engine: SearchEngine, *, index_info: dict | None = None) -> FastA
             "compiled_programs": engine.compiled_counts(),
         }
 
+    app.include_router(api)
     return app

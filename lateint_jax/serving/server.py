@@ -20,6 +20,13 @@ from lateint_jax.index.open import open_index
 from lateint_jax.index.storage import index_size_bytes, read_metadata
 from lateint_jax.index_model import encoder_for_index
 from lateint_jax.serving.app import create_app
+from lateint_jax.serving.auth import (
+    API_KEY_ENV,
+    AccessPolicy,
+    check_origin,
+    load_api_key,
+    startup_check,
+)
 from lateint_jax.serving.demo import DEMO_CORPUS, cache_dir, ensure_demo_index
 from lateint_jax.serving.encoding import CompiledBiEncoder, CompiledColBERT
 from lateint_jax.serving.engine import SearchEngine
@@ -87,6 +94,49 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--num-processes", type=int, default=1, help="multi-host: process count")
     parser.add_argument("--process-id", type=int, default=0, help="multi-host: this process")
+    parser.add_argument(
+        "--api-key-file",
+        help=f"file holding the API key (else ${API_KEY_ENV}); when set, every endpoint but "
+        "/health and the pages needs 'Authorization: Bearer <key>'; writes always need it",
+    )
+    parser.add_argument(
+        "--insecure-writes",
+        action="store_true",
+        help="let a writable server without an API key accept unauthenticated writes",
+    )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow browser pages from this origin (e.g. https://app.example.com; repeatable; "
+        "default: none, CORS off)",
+    )
+
+
+def access_policy(args, log=None) -> AccessPolicy:
+    """The key (from --api-key-file or the environment), CORS origins and the writes rule of
+    these flags; an InputError before anything loads when they do not fit together.
+
+    `args.writable` (default False) is set by the flag that enables write endpoints."""
+    key, source = load_api_key(getattr(args, "api_key_file", None))
+    policy = AccessPolicy(
+        api_key=key,
+        insecure_writes=getattr(args, "insecure_writes", False),
+        cors_origins=tuple(check_origin(o) for o in getattr(args, "cors_origin", None) or ()),
+    )
+    writable = getattr(args, "writable", False)
+    startup_check(policy, writable)
+    if log is not None:
+        if key is not None:
+            log(f"API key from {source}: required on every endpoint but /health and the pages")
+        else:
+            log("no API key: reads are open to anyone who can reach the port")
+        if writable and key is None:
+            log("--insecure-writes: anyone who can reach the port may change the index")
+        if policy.cors_origins:
+            log(f"CORS allowed for {', '.join(policy.cors_origins)}")
+    return policy
 
 
 def build_engine(args, log=print, wrap_index=None):
@@ -156,13 +206,14 @@ def build_engine(args, log=print, wrap_index=None):
     return engine, info
 
 
-def banner(host: str, port: int, has_reranker: bool) -> str:
+def banner(host: str, port: int, has_reranker: bool, needs_key: bool = False) -> str:
     url = f"http://{host}:{port}"
     body = '{"query": "how do bees find flowers", "k": 3}'
+    key = ' -H "Authorization: Bearer $KEY"' if needs_key else ""
     lines = [
         f"lateint-jax is serving at {url}  (search page: {url}/ , API docs: {url}/docs)",
         "try:",
-        f"  curl -s -X POST {url}/search -H 'Content-Type: application/json' -d '{body}'",
+        f"  curl -s -X POST {url}/search -H 'Content-Type: application/json'{key} -d '{body}'",
     ]
     if not has_reranker:
         lines.append("no reranker loaded (pass --reranker PATH to enable the rerank stage)")
@@ -176,6 +227,7 @@ def enable_compile_cache() -> None:
 
 
 def serve(args) -> int:
+    access_policy(args)  # bad access flags fail before anything loads
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Queries past query_maxlen tokens are cut, as ColBERT does: not worth a log line per batch.
     logging.getLogger("lateint_jax.data.tokenize").setLevel(logging.ERROR)
@@ -189,8 +241,9 @@ def serve(args) -> int:
 
 def run_uvicorn(args, log, wrap_index=None) -> int:
     """Build the engine, then serve until SIGTERM/SIGINT (in-flight requests finish first)."""
+    access = access_policy(args, log)
     engine, info = build_engine(args, log=log, wrap_index=wrap_index)
-    app = create_app(engine, index_info=info)
+    app = create_app(engine, index_info=info, access=access)
     config = uvicorn.Config(
         app,
         host=args.host,
@@ -198,7 +251,7 @@ def run_uvicorn(args, log, wrap_index=None) -> int:
         log_level="info",
         timeout_graceful_shutdown=args.graceful_timeout,
     )
-    print(banner(args.host, args.port, engine.reranker is not None), flush=True)
+    print(banner(args.host, args.port, engine.reranker is not None, access.has_key), flush=True)
     GracefulServer(config).run()
     log("stopped")
     return 0
