@@ -19,6 +19,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from lateint_jax.errors import UserError
+from lateint_jax.serving.documents_api import documents_router
 from lateint_jax.serving.engine import SearchEngine
 from lateint_jax.serving.schemas import (
     EncodeRequest,
@@ -116,6 +117,9 @@ def create_app(engine: SearchEngine, *, index_info: dict | None = None) -> FastA
             content={"error": message, "detail": [{"field": field, "message": message}]},
         )
 
+    if engine.documents is not None:
+        app.include_router(documents_router(engine))
+
     @app.get("/", include_in_schema=False)
     async def page():
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
@@ -127,7 +131,12 @@ def create_app(engine: SearchEngine, *, index_info: dict | None = None) -> FastA
         With `rerank`, `score` is the cross-encoder score and candidates are the first-stage
         top max(depth, k); each hit also carries `first_stage_score` and `rerank_score`."""
         results, timings = await engine.search(
-            body.texts, k=body.k, ids=body.ids, depth=body.depth, explain=body.explain
+            body.texts,
+            k=body.k,
+            ids=body.ids,
+            depth=body.depth,
+            explain=body.explain,
+            filter=body.filter,
         )
         return {"results": results[0] if body.query is not None else results, "timings": timings}
 
