@@ -44,6 +44,7 @@ from lateint_jax.index.layout import IndexArrays
 DOC_MULTIPLE = 16  # documents per shard are a multiple of this, as in plaid
 MIN_ENTRIES = 1024
 MIN_TOKENS = 256
+TOKEN_WIDTH_STEPS = 16
 CHUNK = 4096  # slots per step of stages 2 and 3 (see in_chunks)
 
 
@@ -152,6 +153,14 @@ def _shard_tokens(arrays: IndexArrays, first: int, stop: int, per_shard: int):
     return counts, docs[order], residuals, offsets, positions, lengths
 
 
+def token_width(tokens: int) -> int:
+    """Tokens per shard on the devices, rounded up to a 1/16 step of the next power of two
+    (at most ~6% padding): every compiled stage has this static width, so documents added to a
+    served index (serving/live_writes.py) recompile nothing until the width crosses a step."""
+    step = max(1, shapes.power_of_two(tokens) // TOKEN_WIDTH_STEPS)
+    return max(1, -(-int(tokens) // step) * step)
+
+
 def place(arrays: IndexArrays, mesh: Mesh) -> WarpShards:
     """Reorder each shard's tokens by centroid and put the index on the mesh (`WarpShards`)."""
     shards = sharding.num_shards(mesh)
@@ -161,7 +170,7 @@ def place(arrays: IndexArrays, mesh: Mesh) -> WarpShards:
         first = min(s * per_shard, arrays.num_docs)
         stop = min(first + per_shard, arrays.num_docs)
         parts.append(_shard_tokens(arrays, first, stop, per_shard))
-    width = max(1, max(p[1].shape[0] for p in parts))
+    width = token_width(max(p[1].shape[0] for p in parts))
     c, r = arrays.num_centroids, arrays.residuals.shape[1]
     cell_offsets = np.zeros((shards, c + 1), np.int32)
     token_docs = np.full((shards, width), per_shard, np.int32)

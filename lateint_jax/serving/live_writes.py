@@ -8,7 +8,8 @@ requests at a time and
    request alone) and works out the batch's final state of every id it touches;
 3. builds the next index as a copy of the served one with those ids deleted and the new
    vectors added (`Index.delete` / `Index.add` re-lay the whole index out, seconds at SciFact
-   size, so searches keep using the served index meanwhile);
+   size, so searches keep using the served index meanwhile), and warms it up for the engine's
+   request shapes (a new layout may need programs of new static sizes);
 4. under the engine's index lock: commits the log rows and the metadata to SQLite (the
    durability point), then swaps the new index in; the next search sees the write;
 5. acknowledges the requests.
@@ -190,6 +191,9 @@ class Writer:
         added = {i: vectors[id(op)] for i, op in final.items() if op is not None}
         try:
             updated = next_index(index, removed, added)
+            # A changed layout can need programs of new static sizes: compile them here, so
+            # that no search compiles (they all run on the served index meanwhile).
+            updated.warmup(self.engine.request_shapes())
         except Exception as err:  # noqa: BLE001
             return [err if e is None else e for e in errors]
         writes = [(op.op, op.doc_id, vectors.get(id(op))) for op in kept]

@@ -87,7 +87,7 @@ def build_tiny_index(folder: Path, seed: int = 0) -> dict:
     return {"model": model_dir, "corpus": corpus_path, "index": index_dir}
 
 
-def serve_args(paths: dict, *extra: str) -> list[str]:
+def serve_args(paths: dict, *extra: str, compile_cache: bool = False) -> list[str]:
     return [
         "--index",
         str(paths["index"]),
@@ -97,7 +97,7 @@ def serve_args(paths: dict, *extra: str) -> list[str]:
         str(MAX_BATCH),
         "--max-k",
         str(MAX_K),
-        "--no-compile-cache",
+        *([] if compile_cache else ["--no-compile-cache"]),
         *extra,
     ]
 
