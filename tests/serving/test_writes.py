@@ -6,6 +6,7 @@ same documents. The last test SIGKILLs a real `serve.py` during a stream of writ
 import argparse
 import random
 import shutil
+import signal
 import threading
 import time
 import zlib
@@ -15,6 +16,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from lateint_jax import open_index
+from lateint_jax.encoders import ColBERT
 from lateint_jax.errors import InputError
 from lateint_jax.serving.app import create_app
 from lateint_jax.serving.server import configure, serve
@@ -166,10 +169,14 @@ def test_searches_are_answered_during_writes(served):
     ]
 
 
-def _state(client) -> tuple[dict, dict]:
+TOUCHED = ("doc-02", "doc-03", "r-1", "r-2")
+
+
+def _state(engine, client) -> tuple:
     hits = {q: [(h["id"], h["score"]) for h in search(client, q)] for q in QUERIES}
-    stored = {i: client.get(f"/documents/{i}").json() for i in ("doc-02", "doc-03", "r-1", "r-2")}
-    return hits, stored
+    stored = {i: client.get(f"/documents/{i}").json() for i in TOUCHED}
+    vectors = {i: engine.index.document_vectors(i) for i in TOUCHED if engine.is_live(i)}
+    return hits, stored, vectors, sorted(engine.index.live_ids)
 
 
 def _assert_same_state(first, second):
@@ -179,6 +186,10 @@ def _assert_same_state(first, second):
             [s for _, s in first[0][query]], [s for _, s in second[0][query]], rtol=1e-5
         )
     assert first[1] == second[1]
+    assert sorted(first[2]) == sorted(second[2])
+    for doc_id, vectors in first[2].items():  # the replayed index holds the same vectors
+        np.testing.assert_array_equal(second[2][doc_id], vectors, err_msg=doc_id)
+    assert first[3] == second[3]
 
 
 def test_a_restart_replays_the_log_and_a_clean_shutdown_saves(paths):
@@ -193,17 +204,17 @@ def test_a_restart_replays_the_log_and_a_clean_shutdown_saves(paths):
         client.post(
             "/documents", json={"id": "r-1", "text": "coral reef fish", "metadata": {"v": 2}}
         )
-        live = _state(client)
+        live = _state(engine, client)
         # No close: as after a crash, the saved index lacks the writes and the log holds them.
         assert engine.writer.store.log_size() == 5
         crashed, info = engine_for(paths, "--writable")
     with TestClient(create_app(crashed, index_info=info)) as client:
-        replayed = _state(client)
+        replayed = _state(crashed, client)
     _assert_same_state(live, replayed)
     assert crashed.writer.store.log_size() == 0  # closing saved the index and emptied the log
     clean, info = engine_for(paths, "--writable")
     with TestClient(create_app(clean, index_info=info)) as client:
-        _assert_same_state(live, _state(client))
+        _assert_same_state(live, _state(clean, client))
 
 
 def test_a_store_of_another_index_is_refused(served, paths):
@@ -259,7 +270,11 @@ class WriteStream:
 
 
 def document(doc_id: str, version: int) -> dict:
-    words = [WORDS[zlib.crc32(f"{doc_id} {version} {n}".encode()) % len(WORDS)] for n in range(4)]
+    # Versions differ in length, so the index's token count tells which text it holds.
+    words = [
+        WORDS[zlib.crc32(f"{doc_id} {version} {n}".encode()) % len(WORDS)]
+        for n in range(3 + version % 4)
+    ]
     text = f"{' '.join(words)} {doc_id} v{version}"
     return {"id": doc_id, "text": text, "metadata": {"version": version, "writer": doc_id[:2]}}
 
@@ -332,6 +347,18 @@ def test_sigkill_during_writes_loses_no_acknowledged_write(paths, seed, tmp_path
                         allowed.add(stream.in_flight[1])
                     assert found in allowed, f"{doc_id}: found {found}, allowed {allowed}; {note}"
             assert client.get("/documents/doc-10").json()["indexed"]
+            texts = {
+                doc_id: body["text"]
+                for doc_id in {i for s in streams for i in s.acked}
+                if (body := client.get(f"/documents/{doc_id}").json()).get("text")
+            }
     finally:
-        restarted.kill()
-        restarted.wait()
+        restarted.send_signal(signal.SIGTERM)  # a clean shutdown saves the index
+        if restarted.wait(120) != 0:
+            raise AssertionError(restarted.stdout.read())
+    # The saved index holds each stored document's current text: same token count.
+    saved = open_index(paths["index"])
+    encoder = ColBERT.from_pretrained(str(paths["model"]))
+    for doc_id, text in texts.items():
+        expected = encoder.encode_documents([text])[0].shape[0]
+        assert saved.document_vectors(doc_id).shape[0] == expected, f"{doc_id}; {note}"
