@@ -46,6 +46,7 @@ from lateint_jax.index.layout import CentroidOrder, IndexArrays
 
 DOC_MULTIPLE = 16  # documents per shard are a multiple of this, as in plaid
 MIN_CHUNK = 256
+TOKEN_WIDTH_STEPS = 16
 CHUNK = 4096  # slots per step of stages 2 and 3 (see chunk_size)
 
 
@@ -167,6 +168,14 @@ def _exact_in(dtype, values: np.ndarray) -> bool:
     return bool(np.array_equal(values.astype(dtype).astype(values.dtype), values))
 
 
+def token_width(tokens: int) -> int:
+    """Tokens per shard on the devices, rounded up to a 1/16 step of the next power of two
+    (at most ~6% padding): every compiled stage has this static width, so documents added to a
+    served index (serving/live_writes.py) recompile nothing until the width crosses a step."""
+    step = max(1, shapes.power_of_two(tokens) // TOKEN_WIDTH_STEPS)
+    return max(1, -(-int(tokens) // step) * step)
+
+
 def place(arrays: IndexArrays, mesh: Mesh) -> WarpShards:
     """Put the index on the mesh split by document (`WarpShards`), each shard's tokens in
     centroid order, cut from `arrays.order` without sorting. Narrow device dtypes where they
@@ -181,7 +190,7 @@ def place(arrays: IndexArrays, mesh: Mesh) -> WarpShards:
         first = min(s * per_shard, arrays.num_docs)
         stop = min(first + per_shard, arrays.num_docs)
         parts.append(_shard_tokens(order, offsets, first, stop))
-    width = max(1, max(p[1].shape[0] for p in parts))
+    width = token_width(max(p[1].shape[0] for p in parts))
     c = arrays.num_centroids
     doc_type = np.uint16 if per_shard < 1 << 16 else np.int32  # per_shard marks padding
     token_docs = _stacked([p[1] for p in parts], width, per_shard, doc_type)

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from lateint_jax.errors import UserError
 from lateint_jax.serving.auth import AccessPolicy, denial, install, read_access
+from lateint_jax.serving.documents_api import documents_router
 from lateint_jax.serving.engine import SearchEngine
 from lateint_jax.serving.schemas import (
     EncodeRequest,
@@ -127,6 +128,9 @@ def create_app(
             content={"error": message, "detail": [{"field": field, "message": message}]},
         )
 
+    if engine.documents is not None:
+        app.include_router(documents_router(engine))
+
     @app.get("/", include_in_schema=False)
     async def page():
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
@@ -138,7 +142,12 @@ def create_app(
         With `rerank`, `score` is the cross-encoder score and candidates are the first-stage
         top max(depth, k); each hit also carries `first_stage_score` and `rerank_score`."""
         results, timings = await engine.search(
-            body.texts, k=body.k, ids=body.ids, depth=body.depth, explain=body.explain
+            body.texts,
+            k=body.k,
+            ids=body.ids,
+            depth=body.depth,
+            explain=body.explain,
+            filter=body.filter,
         )
         return {"results": results[0] if body.query is not None else results, "timings": timings}
 

@@ -135,8 +135,8 @@ def _check(request: Request, write: bool) -> None:
         if write and not policy.insecure_writes:
             raise AccessDenied(
                 403,
-                "writes are disabled: this server has no API key (start it with "
-                f"--api-key-file FILE or ${API_KEY_ENV})",
+                "writes are disabled: a server takes writes only when started with --writable "
+                f"and an API key (--api-key-file FILE or ${API_KEY_ENV})")",
             )
         return
     token = _credentials(request)

@@ -23,6 +23,7 @@ from lateint_jax.errors import InputError
 from lateint_jax.index.base import Index, SearchShape
 from lateint_jax.scoring import maxsim_alignment
 from lateint_jax.serving.batching import Batcher
+from lateint_jax.serving.filters import CompiledFilter, compile_filter
 from lateint_jax.serving.schemas import LIMITS
 from lateint_jax.shapes import bucket_for, powers_of_four_up_to
 
@@ -35,12 +36,14 @@ class QueryItem:
     text: str
     k: int
     subset: tuple[str, ...] | None
+    filter: CompiledFilter | None = None
 
 
 @dataclass
 class FirstStage:
     embedding: np.ndarray  # [Q, D]
     hits: list[tuple[str, float]]
+    source: tuple | None = None  # (index, generation) the hits came from (explanations)
 
 
 def _align_batch(query, docs, mask):
@@ -65,8 +68,15 @@ class SearchEngine:
         rerank_max_batch: int = 64,
         default_depth: int | None = None,
         max_k: int | None = None,
+        documents=None,
     ):
         self.index = index
+        # Live writes swap `index` (and the ids) under this lock; a first-stage batch reads
+        # them, and resolves its metadata filters in `documents`, under it too.
+        self.index_lock = threading.Lock()
+        self.documents = documents  # a DocumentStore (filters), or None
+        self.writer = None  # a live_writes.Writer when the server takes writes
+        self.generation = 0
         if encoder.dim != index.dim:
             raise InputError(
                 f"the encoder makes {encoder.dim}-d vectors, the index holds {index.dim}-d"
@@ -100,7 +110,7 @@ class SearchEngine:
         self.explain_buckets = powers_of_four_up_to(LIMITS.max_explained)
         self.doc_tokens = int(self.index.stats().get("max_doc_tokens", 1))
         self._align = jax.jit(_align_batch)
-        self._decompressed: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._decompressed: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
 
     # ---------------------------------------------------------------- start-up and shutdown
@@ -145,33 +155,65 @@ class SearchEngine:
 
     def close(self) -> None:
         self.first_stage.close()
+        if self.writer is not None:
+            self.writer.close()
         if self.rerank_stage is not None:
             self.rerank_stage.close()
 
     # ---------------------------------------------------------------- batch functions
+    def replace_index(self, index: Index) -> None:
+        """Serve `index` from the next batch on (call with `index_lock` held)."""
+        self.index = index
+        self.doc_ids = index.live_ids
+        self._known = set(self.doc_ids)
+        self.generation += 1
+
+    def is_live(self, doc_id: str) -> bool:
+        """Whether searches can return `doc_id` now."""
+        return doc_id in self._known
+
     def _first_stage_batch(self, items: list[QueryItem]) -> list[FirstStage]:
         embeddings = self.encoder.encode_queries([item.text for item in items])
+        with self.index_lock:  # one consistent view of the index, its ids and the metadata
+            index, known, generation = self.index, self._known, self.generation
+            matching = {
+                item.filter: self.documents.matching_ids(item.filter)
+                for item in items
+                if item.filter is not None
+            }
         hits: list = [None] * len(items)
         groups: dict = {}
         for row, item in enumerate(items):
-            groups.setdefault(item.subset, []).append(row)
-        for subset, rows in groups.items():
-            limit = len(subset) if subset is not None else len(self.doc_ids)
+            groups.setdefault((item.subset, item.filter), []).append(row)
+        for (subset, where), rows in groups.items():
+            if subset is not None or where is not None:
+                # Ids deleted since the request was checked drop out, as filters' ids do.
+                allowed = matching[where] & known if where is not None else known
+                subset = tuple(i for i in (subset or allowed) if i in allowed)
+            limit = len(subset) if subset is not None else len(known)
+            if limit == 0:
+                for row in rows:
+                    hits[row] = []
+                continue
             k = bucket_for(min(max(items[r].k for r in rows), limit), self.k_buckets)
-            found = self.index.search(embeddings[rows], k=k, subset_ids=subset)
+            found = index.search(embeddings[rows], k=k, subset_ids=subset)
             for row, row_hits in zip(rows, found):
                 hits[row] = [(str(i), float(s)) for i, s in row_hits[: items[row].k]]
-        return [FirstStage(embeddings[r], hits[r]) for r in range(len(items))]
+        source = (index, generation)
+        return [FirstStage(embeddings[r], hits[r], source) for r in range(len(items))]
 
-    def decompressed(self, doc_id: str) -> np.ndarray:
-        """The index's [T, D] vectors of one document, from a bounded LRU cache."""
+    def decompressed(self, doc_id: str, source: tuple | None = None) -> np.ndarray:
+        """The [T, D] vectors of one document in `source` (index, generation), default the
+        served index, from a bounded LRU cache."""
+        index, generation = source or (self.index, self.generation)
+        key = (generation, doc_id)
         with self._cache_lock:
-            if doc_id in self._decompressed:
-                self._decompressed.move_to_end(doc_id)
-                return self._decompressed[doc_id]
-        vectors = np.asarray(self.index.document_vectors(doc_id), np.float32)
+            if key in self._decompressed:
+                self._decompressed.move_to_end(key)
+                return self._decompressed[key]
+        vectors = np.asarray(index.document_vectors(doc_id), np.float32)
         with self._cache_lock:
-            self._decompressed[doc_id] = vectors
+            self._decompressed[key] = vectors
             while len(self._decompressed) > DECOMPRESSED_CACHE_DOCS:
                 self._decompressed.popitem(last=False)
         return vectors
@@ -203,9 +245,20 @@ class SearchEngine:
         ids: list[str] | None = None,
         depth: int | None = None,
         explain: bool = False,
+        filter: dict | None = None,
     ) -> tuple[list[list[dict]], dict]:
-        """Ranked hits per query (dicts for `SearchHit`) and the stage timings in ms."""
+        """Ranked hits per query (dicts for `SearchHit`) and the stage timings in ms. A metadata
+        `filter` (serving/filters.py) narrows the documents as `ids` does (both: the
+        intersection); one that matches nothing gives empty results."""
         subset = self.check_ids(ids)
+        where = None
+        if filter is not None:
+            if self.documents is None:
+                raise InputError(
+                    "filter: this server has no document metadata (start it with --corpus or "
+                    "--writable)"
+                )
+            where = compile_filter(filter)
         depth = depth if depth is not None else self.default_depth
         if depth is not None and self.reranker is None:
             raise InputError("rerank: no reranker is loaded (start the server with --reranker)")
@@ -231,7 +284,7 @@ class SearchEngine:
             field = "k" if k > self.max_k else "rerank.depth"
             raise InputError(f"{field}: this server returns at most {self.max_k} results per query")
         started = time.perf_counter()
-        futures = [self.first_stage.submit(QueryItem(t, first_k, subset)) for t in texts]
+        futures = [self.first_stage.submit(QueryItem(t, first_k, subset, where)) for t in texts]
         stages = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
         first_ms = (time.perf_counter() - started) * 1000.0
         timings = {"first_stage_ms": round(first_ms, 3)}
@@ -246,7 +299,9 @@ class SearchEngine:
         if explain:
             loop = asyncio.get_running_loop()
             for text, stage, hits in zip(texts, stages, results):
-                await loop.run_in_executor(None, self._explain, text, stage.embedding, hits)
+                await loop.run_in_executor(
+                    None, self._explain, text, stage.embedding, hits, stage.source
+                )
         if self.corpus is not None:
             for hits in results:
                 for hit in hits:
@@ -275,7 +330,7 @@ class SearchEngine:
         return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
 
     # ---------------------------------------------------------------- explanations
-    def _explain(self, text: str, query: np.ndarray, hits: list[dict]) -> None:
+    def _explain(self, text: str, query: np.ndarray, hits: list[dict], source=None) -> None:
         """Adds `explanation` to each hit: for each query token, the document token its MaxSim
         picked and their similarity, and where that token lies in the hit's `text` field
         (`text_span` [start, end], null for frame tokens and tokens of the title).
@@ -289,7 +344,7 @@ class SearchEngine:
         if not hits:
             return
         query_tokens = self.encoder.query_tokens(text)
-        compressed = [self.decompressed(h["id"]) for h in hits]
+        compressed = [self.decompressed(h["id"], source) for h in hits]
         _, index_sims = self._aligned(query, compressed)
         texts = self.corpus is not None and all(h["id"] in self.corpus for h in hits)
         if texts:

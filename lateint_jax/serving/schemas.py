@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from lateint_jax.errors import InputError
+from lateint_jax.serving.filters import compile_filter
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -77,6 +80,22 @@ class SearchRequest(BaseModel):
         default=None, ge=1, le=LIMITS.max_rerank_depth, description="Shorthand for rerank.depth."
     )
     explain: bool = Field(default=False, description="Per result: the MaxSim token alignment.")
+    filter: dict | None = Field(
+        default=None,
+        description='Metadata filter, e.g. {"field": "year", "gte": 2010}, {"field": "lang", '
+        '"in": ["en", "fr"]}, {"and": [...]}, {"or": [...]}, {"not": ...}; results are those '
+        "of searching the matching documents only (none match: empty results).",
+    )
+
+    @field_validator("filter")
+    @classmethod
+    def _filter_valid(cls, value):
+        if value is not None:
+            try:
+                compile_filter(value)
+            except InputError as err:
+                raise ValueError(str(err)) from None
+        return value
 
     @field_validator("query")
     @classmethod

@@ -19,6 +19,7 @@ from lateint_jax.errors import InputError
 from lateint_jax.index.open import open_index
 from lateint_jax.index.storage import index_size_bytes, read_metadata
 from lateint_jax.index_model import encoder_for_index
+from lateint_jax.serving import documents_api
 from lateint_jax.serving.app import create_app
 from lateint_jax.serving.auth import (
     API_KEY_ENV,
@@ -112,6 +113,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="allow browser pages from this origin (e.g. https://app.example.com; repeatable; "
         "default: none, CORS off)",
     )
+    documents_api.configure(parser)
 
 
 def access_policy(args, log=None) -> AccessPolicy:
@@ -171,7 +173,11 @@ def build_engine(args, log=print, wrap_index=None):
     model_name = model.model_name
     log(f"loading index {index_dir} onto {jax.device_count()} device(s) ...")
     index = open_index(index_dir, devices=jax.devices())
-    if corpus is not None:
+    corpus_path = args.corpus or (None if args.index else DEMO_CORPUS)
+    index, documents = documents_api.open_documents(
+        args, index_dir, index, corpus, corpus_path, log
+    )
+    if corpus is not None and not args.writable:  # a writable store checked it when seeded
         missing = [i for i in index.live_ids if i not in corpus]
         if missing:
             raise InputError(
@@ -187,13 +193,16 @@ def build_engine(args, log=print, wrap_index=None):
     engine = SearchEngine(
         index,
         encoder,
-        corpus,
+        documents.corpus_view() if args.writable else corpus,
         reranker,
         max_batch=args.max_batch,
         max_wait_s=args.max_wait_ms / 1000.0,
         default_depth=args.rerank_depth,
         max_k=args.max_k,
+        documents=documents,
     )
+    if args.writable:
+        documents_api.attach_writer(engine, documents, args, log)
     log("compiling every request shape (warm-up) ...")
     engine.warmup(log)
     info = {
@@ -234,6 +243,8 @@ def serve(args) -> int:
     if not args.no_compile_cache and args.num_processes == 1:
         enable_compile_cache()
     if args.num_processes > 1:
+        if args.writable:
+            raise InputError("--writable serves one process only (docs/SERVING.md, 'Live writes')")
         return serve_multihost(args, run_uvicorn)
     log = lambda message: print(message, file=sys.stderr, flush=True)
     return run_uvicorn(args, log)

@@ -1,0 +1,234 @@
+"""Live writes: upserts and deletes applied to the served index, durable before they are
+acknowledged, and replayed after a crash.
+
+A request (one or many documents) is one item of a `Batcher`; its worker thread takes a few
+requests at a time and
+1. encodes the texts to upsert (outside any lock: searches go on);
+2. checks each request against the current documents (a delete of an unknown id fails that
+   request alone) and works out the batch's final state of every id it touches;
+3. builds the next index as a copy of the served one with those ids deleted and the new
+   vectors added (`Index.delete` / `Index.add` re-lay the whole index out, seconds at SciFact
+   size, so searches keep using the served index meanwhile), and warms it up for the engine's
+   request shapes (a new layout may need programs of new static sizes);
+4. under the engine's index lock: commits the log rows and the metadata to SQLite (the
+   durability point), then swaps the new index in; the next search sees the write;
+5. acknowledges the requests.
+Every `compact_every` writes (and at shutdown) the index is saved (atomically, recording the
+last applied seq as metadata["applied_write_seq"]) and the log up to it dropped. At start-up,
+`replay` applies the log rows newer than that seq. A POST of an existing id replaces it
+(delete + add): the last write of an id wins.
+
+Einsum letters: T document tokens, D dim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lateint_jax.data.beir import passage_text
+from lateint_jax.errors import InputError
+from lateint_jax.serving.batching import Batcher
+from lateint_jax.serving.document_store import DocumentStore, StoredDocument
+
+APPLIED_SEQ = "applied_write_seq"
+STORE_ID = "write_store_id"
+
+
+class UnknownDocument(InputError):
+    """A delete names an id that is not live (the API answers 404)."""
+
+
+@dataclass(frozen=True)
+class WriteOp:
+    op: str  # "upsert" or "delete"
+    doc_id: str
+    title: str = ""
+    text: str = ""
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class WriteResult:
+    ids: list[str]
+    seqs: list[int]
+    ms: float
+
+
+def _as_added(index, vectors: list[np.ndarray]):
+    """Vectors as `index.add` takes them: [T_i, D] each, or one [N, H] block (single-vector)."""
+    return np.concatenate(vectors) if index.query_rank == 2 else vectors
+
+
+def next_index(index, removed: list[str], added: dict[str, np.ndarray]):
+    """A copy of `index` with `removed` deleted then `added` added; `index` stays as it was
+    (add/delete replace the copy's arrays and placement, they do not modify the old ones)."""
+    if not removed and not added:
+        return index
+    updated = copy.copy(index)
+    if removed:
+        updated.delete(removed)
+    if added:
+        updated.add(_as_added(index, list(added.values())), list(added))
+    return updated
+
+
+def replay(index, store: DocumentStore, log=print):
+    """The index with the logged writes it does not hold applied (its applied seq recorded in
+    memory; the next save writes it)."""
+    applied = int(index.metadata.get(APPLIED_SEQ, 0))
+    rows = store.logged_after(applied, index.dim)
+    if not rows:
+        return index
+    final: dict[str, np.ndarray | None] = {}
+    for row in rows:
+        final.pop(row.doc_id, None)  # keep the order of last writes
+        final[row.doc_id] = row.vectors
+    live = set(index.live_ids)
+    removed = [i for i in final if i in live]
+    added = {i: v for i, v in final.items() if v is not None}
+    log(f"replaying {len(rows)} logged writes ({len(added)} upserts, seq {rows[-1].seq})")
+    index = next_index(index, removed, added)
+    index.metadata[APPLIED_SEQ] = rows[-1].seq
+    return index
+
+
+class Writer:
+    """Applies write requests to `engine` (its `index`, `documents` and index lock)."""
+
+    def __init__(
+        self,
+        engine,
+        store: DocumentStore,
+        *,
+        compact_every: int = 1000,
+        max_batch: int = 16,
+        max_wait_s: float = 0.002,
+        log=print,
+    ):
+        if compact_every < 1:
+            raise InputError(f"--compact-every must be >= 1, got {compact_every}")
+        self.engine = engine
+        self.store = store
+        self.compact_every = compact_every
+        self.log = log
+        self.unsaved = store.log_size()
+        self.batcher = Batcher(
+            self._apply, max_batch=max_batch, max_wait_s=max_wait_s, name="writes"
+        )
+
+    async def submit(self, ops: list[WriteOp]) -> WriteResult:
+        outcome = await asyncio.wrap_future(self.batcher.submit(list(ops)))
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def close(self) -> None:
+        """Serve queued writes, then save the index so the next start replays nothing."""
+        self.batcher.close()
+        if self.unsaved:
+            self._save()
+
+    # ---------------------------------------------------------------- the batch function
+    def _encode(self, requests: list[list[WriteOp]]) -> dict[int, np.ndarray]:
+        """id(op) -> its document vectors [T, D], for every upsert of the batch."""
+        upserts = [op for ops in requests for op in ops if op.op == "upsert"]
+        encoder = self.engine.encoder
+        step = max(1, getattr(encoder, "max_batch", 32))
+        vectors: dict[int, np.ndarray] = {}
+        for start in range(0, len(upserts), step):
+            part = upserts[start : start + step]
+            encoded = encoder.encode_documents([passage_text(o.title, o.text) for o in part])
+            vectors.update({id(o): np.asarray(v, np.float32) for o, v in zip(part, encoded)})
+        return vectors
+
+    def _plan(self, requests, vectors):
+        """Check each request in order against the documents as the earlier ones leave them.
+        -> (per request: None or its error, the ops kept in order, final state per id)."""
+        live = set(self.engine.index.live_ids)
+        final: dict[str, WriteOp | None] = {}
+        errors: list[Exception | None] = []
+        kept: list[WriteOp] = []
+        for ops in requests:
+            tentative = dict(final)
+            error = None
+            for number, op in enumerate(ops):
+                present = (
+                    tentative[op.doc_id] is not None
+                    if op.doc_id in tentative
+                    else (op.doc_id in live)
+                )
+                if op.op == "delete" and not present:
+                    error = UnknownDocument(f"id: no document {op.doc_id!r} to delete")
+                    break
+                if op.op == "upsert" and vectors[id(op)].shape[0] == 0:
+                    error = InputError(f"documents[{number}].text: no tokens to index")
+                    break
+                tentative.pop(op.doc_id, None)
+                tentative[op.doc_id] = op if op.op == "upsert" else None
+            errors.append(error)
+            if error is None:
+                final = tentative
+                kept.extend(ops)
+        return errors, kept, final
+
+    def _apply(self, requests: list[list[WriteOp]]) -> list:
+        started = time.perf_counter()
+        try:
+            vectors = self._encode(requests)
+        except Exception as err:  # noqa: BLE001 - every request of the batch hears it
+            return [err] * len(requests)
+        errors, kept, final = self._plan(requests, vectors)
+        if not kept:
+            return errors
+        index = self.engine.index
+        live = set(index.live_ids)
+        removed = [i for i in final if i in live]
+        added = {i: vectors[id(op)] for i, op in final.items() if op is not None}
+        try:
+            updated = next_index(index, removed, added)
+            # A changed layout can need programs of new static sizes: compile them here, so
+            # that no search compiles (they all run on the served index meanwhile).
+            updated.warmup(self.engine.request_shapes())
+        except Exception as err:  # noqa: BLE001
+            return [err if e is None else e for e in errors]
+        writes = [(op.op, op.doc_id, vectors.get(id(op))) for op in kept]
+        documents = [
+            StoredDocument(i, op.title, op.text, op.metadata)
+            for i, op in final.items()
+            if op is not None
+        ]
+        with self.engine.index_lock:
+            try:
+                seqs = self.store.commit_writes(writes, documents)
+            except Exception as err:  # noqa: BLE001 - nothing was written: the served index stays
+                return [err if e is None else e for e in errors]
+            updated.metadata[APPLIED_SEQ] = seqs[-1]
+            self.engine.replace_index(updated)
+        ms = (time.perf_counter() - started) * 1000.0
+        self.unsaved += len(seqs)
+        results, position = [], 0
+        for ops, error in zip(requests, errors):
+            if error is not None:
+                results.append(error)
+                continue
+            results.append(
+                WriteResult([o.doc_id for o in ops], seqs[position : position + len(ops)], ms)
+            )
+            position += len(ops)
+        if self.unsaved >= self.compact_every:
+            self._save()
+        return results
+
+    def _save(self) -> None:
+        index = self.engine.index
+        seq = int(index.metadata.get(APPLIED_SEQ, 0))
+        started = time.perf_counter()
+        index.save()
+        self.store.drop_log_through(seq)
+        self.unsaved = self.store.log_size()
+        self.log(f"saved the index through write {seq} in {time.perf_counter() - started:.1f} s")
