@@ -136,7 +136,7 @@ def _check(request: Request, write: bool) -> None:
             raise AccessDenied(
                 403,
                 "writes are disabled: a server takes writes only when started with --writable "
-                f"and an API key (--api-key-file FILE or ${API_KEY_ENV})")",
+                f"and an API key (--api-key-file FILE or ${API_KEY_ENV})",
             )
         return
     token = _credentials(request)
