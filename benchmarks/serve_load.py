@@ -2,6 +2,7 @@
 
     python benchmarks/serve_load.py [--clients 1 8 32 128] [--duration 10] [--repeats 3]
                                     [--reranker auto|PATH|none] [--depths 10 100]
+                                    [--writes-per-s 1]
 
 On the SciFact index of the default model (built once with `lateint index` into the
 git-ignored `indexes/scifact`), for each repetition, interleaved:
@@ -12,6 +13,10 @@ git-ignored `indexes/scifact`), for each repetition, interleaved:
   * server: `serve.py` (started once) under N concurrent clients for --duration seconds per
     level: requests/s, p50/p99 latency, errors; then the same with the cross-encoder stage at
     each depth.
+With --writes-per-s R > 0 the server runs `--writable` on a copy of the index (writes change
+it), and a `first_stage_writes` mode repeats the first-stage levels while one writer posts R new
+SciFact-like documents per second (`POST /documents`, bearer key): write latency and errors are
+reported beside the searches'.
 Each process gets OMP_WAIT_POLICY=PASSIVE and the machine's thread count; /proc/loadavg is
 recorded beside every figure. The targets of issue #14 are checked and printed:
 throughput at 32 clients >= 80% of the library's, p99 <= 3 x p50, one client's latency <=
@@ -184,14 +189,24 @@ def library_measure(args) -> dict:
 
 
 # ------------------------------------------------------------------------------ server side
+API_KEY = "serve-load-benchmark-key"
+AUTH: dict | None = None  # the bearer header, once a writable (keyed) server runs
+
+
 def start_server(args, port: int) -> subprocess.Popen:
     command = [
-        sys.executable, str(REPO / "serve.py"), "--index", str(args.index),
+        sys.executable, str(REPO / "serve.py"), "--index", str(args.served_index),
         "--corpus", str(args.data), "--port", str(port),
         "--max-batch", str(args.max_batch), "--max-k", str(max(args.depths + [10])),
     ]  # fmt: skip
     if args.reranker:
         command += ["--reranker", str(args.reranker)]
+    if args.writes_per_s > 0:
+        global AUTH
+        AUTH = {"Authorization": f"Bearer {API_KEY}"}
+        key_file = args.served_index.parent / "api.key"
+        key_file.write_text(API_KEY)
+        command += ["--writable", "--api-key-file", str(key_file)]
     process = subprocess.Popen(command, cwd=REPO, env=child_env())
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 1800
@@ -207,9 +222,31 @@ def start_server(args, port: int) -> subprocess.Popen:
     raise SystemExit("serve.py did not come up in 30 minutes")
 
 
-async def load(url: str, queries: list[str], clients: int, duration: float, body_extra: dict):
+async def writer(http: httpx.AsyncClient, url: str, texts: list[str], rate: float, stop_at, out):
+    """POST one new document every 1/rate seconds until stop_at; latencies and errors in out."""
+    number = 0
+    while time.monotonic() < stop_at:
+        started = time.perf_counter()
+        body = {
+            "id": f"load-{os.getpid()}-{time.time_ns()}-{number}",
+            "text": texts[number % len(texts)],
+        }
+        number += 1
+        try:
+            response = await http.post(f"{url}/documents", json=body)
+            ok = response.status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        out["latencies"].append(time.perf_counter() - started)
+        out["errors"] += 0 if ok else 1
+        await asyncio.sleep(max(0.0, 1.0 / rate - (time.perf_counter() - started)))
+
+
+async def load(url: str, queries: list[str], clients: int, duration: float, body_extra: dict,
+               writes: tuple[float, list[str]] | None = None):  # fmt: skip
     latencies, errors, statuses = [], 0, {}
     stop_at = time.monotonic() + duration
+    written = {"latencies": [], "errors": 0}
 
     async def client(worker: int, http: httpx.AsyncClient):
         nonlocal errors
@@ -229,10 +266,13 @@ async def load(url: str, queries: list[str], clients: int, duration: float, body
             else:
                 errors += 1
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=300, limits=limits) as http:
+    limits = httpx.Limits(max_connections=clients + 1, max_keepalive_connections=clients + 1)
+    async with httpx.AsyncClient(timeout=300, limits=limits, headers=AUTH) as http:
         started = time.perf_counter()
-        await asyncio.gather(*(client(w, http) for w in range(clients)))
+        tasks = [client(w, http) for w in range(clients)]
+        if writes:
+            tasks.append(writer(http, url, writes[1], writes[0], stop_at, written))
+        await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - started
     ms = np.asarray(latencies) * 1000.0 if latencies else np.zeros(1)
     return {
@@ -244,20 +284,31 @@ async def load(url: str, queries: list[str], clients: int, duration: float, body
         "p50_ms": round(float(np.percentile(ms, 50)), 2),
         "p99_ms": round(float(np.percentile(ms, 99)), 2),
         "loadavg": loadavg(),
+        **(
+            {
+                "writes": len(written["latencies"]),
+                "write_errors": written["errors"],
+                "write_p50_ms": round(float(np.median(written["latencies"] or [0])) * 1000, 1),
+            }
+            if writes
+            else {}
+        ),
     }
 
 
-def server_measure(args, url: str, queries: list[str]) -> dict:
-    modes = {"first_stage": {}}
+def server_measure(args, url: str, queries: list[str], texts: list[str]) -> dict:
+    modes = {"first_stage": ({}, None)}
+    if args.writes_per_s > 0:
+        modes["first_stage_writes"] = ({}, (args.writes_per_s, texts))
     if args.reranker:
         for depth in args.depths:
-            modes[f"rerank_depth_{depth}"] = {"rerank": {"depth": depth}}
+            modes[f"rerank_depth_{depth}"] = ({"rerank": {"depth": depth}}, None)
     rows = {}
-    for name, extra in modes.items():
+    for name, (extra, writes) in modes.items():
         for clients in args.clients:
             asyncio.run(load(url, queries, clients, 1.0, extra))  # open the connections
             rows[f"{name}/{clients}"] = asyncio.run(
-                load(url, queries, clients, args.duration, extra)
+                load(url, queries, clients, args.duration, extra, writes)
             )
     return rows
 
@@ -277,6 +328,10 @@ def summarise(library: list[dict], server: list[dict], args) -> dict:
             for field in ("requests_per_s", "p50_ms", "p99_ms")
         }
         table[key]["errors"] = int(sum(rep[key]["errors"] for rep in server))
+        if "writes" in server[0][key]:
+            table[key]["writes"] = int(sum(rep[key]["writes"] for rep in server))
+            table[key]["write_errors"] = int(sum(rep[key]["write_errors"] for rep in server))
+            table[key]["write_p50_ms"] = median([rep[key]["write_p50_ms"] for rep in server])
     first = {int(k.split("/")[1]): v for k, v in table.items() if k.startswith("first_stage/")}
     targets = {"library_batched_queries_per_s": lib_qps, "library_single_p50_ms": lib_ms}
     if 32 in first:
@@ -289,7 +344,7 @@ def summarise(library: list[dict], server: list[dict], args) -> dict:
         targets["one_client_target_met"] = targets["one_client_minus_library_ms"] <= 5.0
     targets["p99_over_p50_max"] = round(max(v["p99_ms"] / v["p50_ms"] for v in table.values()), 2)
     targets["p99_target_met"] = targets["p99_over_p50_max"] <= 3.0
-    targets["errors"] = int(sum(v["errors"] for v in table.values()))
+    targets["errors"] = int(sum(v["errors"] + v.get("write_errors", 0) for v in table.values()))
     for depth in args.depths if args.reranker else ():
         lib_pairs = median([r[f"cross_encoder_pairs_per_s_depth_{depth}"] for r in library])
         best = max(
@@ -314,6 +369,7 @@ def main() -> int:
     parser.add_argument("--depths", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--single-queries", type=int, default=50)
+    parser.add_argument("--writes-per-s", type=float, default=0.0, help="0: no writes mode")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--library-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -327,6 +383,14 @@ def main() -> int:
     if args.reranker == "auto":
         args.reranker = ensure_cross_encoder(CROSS_ENCODER)
     queries = load_queries(args.data)
+    texts = [json.loads(line)["text"] for line in (args.data / "corpus.jsonl").open()][:500]
+    args.served_index = args.index
+    if args.writes_per_s > 0:  # writes change the index: serve a copy
+        import shutil
+        import tempfile
+
+        args.served_index = Path(tempfile.mkdtemp(prefix="serve_load_")) / "index"
+        shutil.copytree(args.index, args.served_index)
     library, server = [], []
     process = start_server(args, args.port)
     url = f"http://127.0.0.1:{args.port}"
@@ -334,9 +398,9 @@ def main() -> int:
         for rep in range(args.repeats):
             library.append(library_measure(args))
             print(f"rep {rep} library: {library[-1]}", flush=True)
-            server.append(server_measure(args, url, queries))
+            server.append(server_measure(args, url, queries, texts))
             print(f"rep {rep} server: {json.dumps(server[-1])}", flush=True)
-        stats = httpx.get(f"{url}/stats", timeout=30).json()
+        stats = httpx.get(f"{url}/stats", timeout=30, headers=AUTH).json()
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(120)
@@ -366,11 +430,12 @@ def main() -> int:
         "server_batching": stats["batching"],
         "reference": "colbert-ai's Flask server.py not run: see docs/SERVING.md (Load)",
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".json.tmp")
+    out = RESULTS if args.writes_per_s <= 0 else RESULTS.with_name("serve_load_writes.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(RESULTS)
-    print(f"wrote {RESULTS}")
+    tmp.replace(out)
+    print(f"wrote {out}")
     return 0 if summary["targets"]["errors"] == 0 else 1
 
 

@@ -56,6 +56,7 @@ class ColBERTIndex(Index):
 
     def __init__(self, arrays: IndexArrays, index_dir=None, devices=None):
         arrays.validate()
+        self._written = False  # set by add/delete (see _place)
         super().__init__(arrays, index_dir, devices)
 
     @classmethod
@@ -65,7 +66,9 @@ class ColBERTIndex(Index):
         return cls(load_index(index_dir, verify_checksums=verify_checksums), index_dir, devices)
 
     def _place(self) -> None:
-        self.warp = warp.place(self.arrays, self.mesh)
+        # An index that has taken writes keeps slack in its token width, so further writes
+        # recompile nothing until a step is crossed; one only read holds its tokens exactly.
+        self.warp = warp.place(self.arrays, self.mesh, slack=self._written)
         self._plaid = None
         self._exact_vectors = None
         lengths = self.arrays.doc_lengths
@@ -327,10 +330,12 @@ class ColBERTIndex(Index):
     def add(self, embeddings: Sequence[np.ndarray], doc_ids: Sequence[str]) -> None:
         """Add documents ([T_i, D] each), coded with the index's centroids; searchable at once.
         Call save() to write them to disk."""
+        self._written = True
         self._changed(add_documents(self.arrays, embeddings, doc_ids))
 
     def delete(self, doc_ids: Sequence[str]) -> None:
         """Delete documents by id; they are never returned again. Call save() to persist."""
+        self._written = True
         self._changed(delete_documents(self.arrays, check_ids(doc_ids, "delete")))
 
     def _write(self, target: Path) -> None:

@@ -169,19 +169,21 @@ def _exact_in(dtype, values: np.ndarray) -> bool:
 
 
 def token_width(tokens: int) -> int:
-    """Tokens per shard on the devices, rounded up to a 1/16 step of the next power of two
-    (at most ~6% padding): every compiled stage has this static width, so documents added to a
-    served index (serving/live_writes.py) recompile nothing until the width crosses a step."""
+    """Tokens per shard on the devices of an index that takes writes, rounded up to a 1/16 step
+    of the next power of two (at most ~6% padding): every compiled stage has this static width,
+    so documents added to a served index (serving/live_writes.py) recompile nothing until the
+    width crosses a step."""
     step = max(1, shapes.power_of_two(tokens) // TOKEN_WIDTH_STEPS)
     return max(1, -(-int(tokens) // step) * step)
 
 
-def place(arrays: IndexArrays, mesh: Mesh) -> WarpShards:
+def place(arrays: IndexArrays, mesh: Mesh, slack: bool = False) -> WarpShards:
     """Put the index on the mesh split by document (`WarpShards`), each shard's tokens in
     centroid order, cut from `arrays.order` without sorting. Narrow device dtypes where they
     are exact: token documents uint16 when a shard numbers at most 65,535 documents (else
     int32); centroids bfloat16 when every value is a bfloat16 (int6 / int8 rows times a power
-    of two always are), so scores are unchanged."""
+    of two always are), so scores are unchanged. With `slack` (an index that takes writes) the
+    token width is rounded up by `token_width`."""
     shards = sharding.num_shards(mesh)
     per_shard = shapes.padded_size(arrays.num_docs, shards, DOC_MULTIPLE) // shards
     order, offsets = arrays.order, arrays.doc_offsets
@@ -190,7 +192,8 @@ def place(arrays: IndexArrays, mesh: Mesh) -> WarpShards:
         first = min(s * per_shard, arrays.num_docs)
         stop = min(first + per_shard, arrays.num_docs)
         parts.append(_shard_tokens(order, offsets, first, stop))
-    width = token_width(max(p[1].shape[0] for p in parts))
+    width = max(1, max(p[1].shape[0] for p in parts))
+    width = token_width(width) if slack else width
     c = arrays.num_centroids
     doc_type = np.uint16 if per_shard < 1 << 16 else np.int32  # per_shard marks padding
     token_docs = _stacked([p[1] for p in parts], width, per_shard, doc_type)

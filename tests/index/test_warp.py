@@ -180,3 +180,19 @@ def test_no_compilation_for_a_query_of_repeated_tokens(seed):
     before = compilations.count()
     index.search(np.repeat(hub[None], 8, axis=0), k=10)
     assert compilations.count() == before, f"seed {seed}"
+
+
+def test_only_an_index_that_takes_writes_pads_its_token_width(corpus, seed):
+    """Read-only: the device holds each shard's tokens exactly. After a write the width is
+    rounded up (warp.token_width), so a second small write keeps every array shape (and every
+    compiled program)."""
+    docs, arrays = corpus
+    index = ColBERTIndex(arrays, devices=jax.devices()[:1])
+    assert index.warp.token_docs.shape[1] == arrays.num_embeddings
+    rng = np.random.default_rng(seed)
+    new = [rng.standard_normal((5, docs[0].shape[1])).astype(np.float32) for _ in range(2)]
+    index.add(new[:1], ["new-0"])
+    width = index.warp.token_docs.shape[1]
+    assert width == warp.token_width(arrays.num_embeddings + 5) > arrays.num_embeddings + 5, seed
+    index.add(new[1:], ["new-1"])
+    assert index.warp.token_docs.shape[1] == width, f"seed {seed}"
