@@ -188,12 +188,14 @@ class ColBERTIndex(Index):
         PLAID knob (`ncells`, `centroid_score_threshold`, `ndocs`) runs PLAID instead, the
         others taking `PlaidParams.defaults(k)` (`PlaidParams.colbert_ai(k)` gives
         colbert-ai's). With subset_ids, every listed live document is a candidate
-        (colbert-ai's `pids`): up to SMALL_SUBSET of them are scored exactly, more go through
-        PLAID's stages 3-5."""
+        (colbert-ai's `pids`): up to SMALL_SUBSET of them are scored exactly; more are searched
+        with the others masked out (WARP: every listed document gets a stage-2 score, from its
+        probed tokens or imputed, and the best `rerank` are rescored exactly; PLAID, when its
+        knobs are given: stages 3-5 over all of them)."""
         queries, lengths = self._queries(queries, query_lengths)
         _, k, allowed = self._check_request(queries, k, subset_ids)
         plaid_knobs = (ncells, centroid_score_threshold, ndocs)
-        use_plaid = subset_ids is not None or any(v is not None for v in plaid_knobs)
+        use_plaid = any(v is not None for v in plaid_knobs)
         if use_plaid and (nprobe is not None or rerank is not None):
             raise InputError("nprobe/rerank (WARP) and ncells/ndocs/... (PLAID) do not mix")
         if subset_ids is not None and allowed.sum() <= SMALL_SUBSET:
@@ -275,9 +277,8 @@ class ColBERTIndex(Index):
     # ------------------------------------------------------------------ warm-up
     def warmup(self, request_shapes: Iterable[SearchShape]) -> int:
         """Compile, for each shape, every (batch bucket, query-token bucket) program: WARP's
-        probe and every stage-2 size at the default knobs for k; with `subset`, PLAID's
-        stages 3-5 at every candidate width and the exact scoring of small subsets at each
-        subset bucket."""
+        one program at the default knobs for k; with `subset`, also the exact scoring of small
+        subsets at each subset bucket."""
         calls = 0
         for shape in request_shapes:
             tokens = max(1, shape.query_tokens)
@@ -292,10 +293,7 @@ class ColBERTIndex(Index):
         k = min(shape.k, self.num_live)
         live = self._live_device
         calls = warp.warmup(self.warp, q, mask, live, warp.WarpParams.defaults(k), k)
-        if shape.subset:
-            if self.num_live > SMALL_SUBSET:
-                params = plaid.PlaidParams.defaults(k)
-                calls += plaid.warmup(self.shards, q, mask, live, params, k, use_ivf=False)
+        if shape.subset:  # a large subset runs the WARP program above; small ones score exactly
             rows = np.flatnonzero(self._live)
             for n in SUBSET_BUCKETS:
                 block = jax.device_put(self._subset_block(rows[:n]), self._local_device)

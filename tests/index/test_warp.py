@@ -196,3 +196,19 @@ def test_only_an_index_that_takes_writes_pads_its_token_width(corpus, seed):
     assert width == warp.token_width(arrays.num_embeddings + 5) > arrays.num_embeddings + 5, seed
     index.add(new[1:], ["new-1"])
     assert index.warp.token_docs.shape[1] == width, f"seed {seed}"
+
+
+def test_a_large_subset_is_searched_by_warp_within_the_subset(corpus, index, monkeypatch, seed):
+    """Subsets above SMALL_SUBSET (lowered here) run the WARP program with the rest masked
+    out: only listed documents come back, and they agree with exact search over the subset."""
+    from lateint_jax.index import colbert_index
+
+    monkeypatch.setattr(colbert_index, "SMALL_SUBSET", 8)
+    queries = queries_like(corpus[0], 4, seed=seed)
+    rng = np.random.default_rng(seed)
+    subset = [f"doc-{i}" for i in sorted(rng.choice(300, 60, replace=False))]
+    hits = index.search(queries, k=5, subset_ids=subset)
+    exact = index.exact_search(queries, k=5, subset_ids=subset)
+    assert all(len(row) == 5 and set(ids_of([row])[0]) <= set(subset) for row in hits), seed
+    agree = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(ids_of(hits), ids_of(exact))])
+    assert agree >= 0.9, f"top-5 agreement {agree} (seed {seed})"
