@@ -182,8 +182,7 @@ def library_measure(args) -> dict:
     command = [sys.executable, __file__, "--library-child", "--index", str(args.index),
                "--data", str(args.data), "--max-batch", str(args.max_batch),
                "--single-queries", str(args.single_queries), "--depths", *map(str, args.depths)]  # fmt: skip
-    if args.reranker:
-        command += ["--reranker", str(args.reranker)]
+    command += ["--reranker", str(args.reranker) if args.reranker else "none"]
     out = subprocess.run(command, cwd=REPO, env=child_env(), check=True, capture_output=True)
     return json.loads(out.stdout.decode().strip().splitlines()[-1])
 
