@@ -350,8 +350,9 @@ class ColBERTIndex(Index):
         for start in range(0, codes.shape[0], CODE_BLOCK):
             block = slice(start, start + CODE_BLOCK)
             n = codes[block].shape[0]
-            padded = shapes.pad_axis(codes[block], CODE_BLOCK), shapes.pad_axis(
-                residuals[block], CODE_BLOCK
+            padded = (
+                shapes.pad_axis(codes[block], CODE_BLOCK),
+                shapes.pad_axis(residuals[block], CODE_BLOCK),
             )
             out[block] = np.asarray(decompress_jit(*self._codec, *padded, self.arrays.nbits))[:n]
         return out
@@ -372,6 +373,8 @@ class ColBERTIndex(Index):
         arrays = compact(self.arrays)
         if len(doc_ids):
             arrays = append_coded(arrays, codes, residuals, doc_offsets, doc_ids)
+        if arrays is self.arrays:  # the copy gets metadata of its own
+            arrays = arrays.replace()
         merged = copy.copy(self)
         merged._written = True
         merged._changed(arrays)

@@ -260,4 +260,3 @@ class DeltaSegment:
                 jax.block_until_ready(segment_maxsim(q, mask, *arrays))
                 calls += 1
         return calls
-
