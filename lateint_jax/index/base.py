@@ -108,11 +108,15 @@ class Index(abc.ABC):
 
     def _set_up(self) -> None:
         """Everything derived from `arrays` that requests read, computed once per change: the
-        live mask and count, the placement, and the live mask on the devices."""
+        placement, then the live mask and count and the live mask on the devices."""
+        self._place()
+        self._set_live()
+
+    def _set_live(self) -> None:
+        """What follows from `arrays.deleted` alone (a tombstone changes only this)."""
         self._row: dict[str, int] | None = None
         self._live = ~np.asarray(self.arrays.deleted, bool)
         self._live_count = int(self._live.sum())
-        self._place()
         self._live_device = self._sharded_mask(self._live)
 
     # ------------------------------------------------------------------ facts
@@ -213,6 +217,12 @@ class Index(abc.ABC):
         self, queries, k: int = 10, *, subset_ids: Sequence[str] | None = None
     ) -> Hits:
         """As search, scoring every allowed document exactly (no candidate generation)."""
+
+    def writable(self) -> Index | None:
+        """This index as one that takes live writes as small appends (a write segment searched
+        beside it, deletes as tombstones, merged in by a compaction: `index/segmented.py`),
+        or None for a kind whose writes go through `add` / `delete` (a full re-layout)."""
+        return None
 
     @abc.abstractmethod
     def add(self, embeddings, doc_ids: Sequence[str]) -> None:

@@ -18,6 +18,7 @@ Shapes: B queries, Q query tokens, D dim, T document tokens, n subset documents.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -38,8 +39,17 @@ from lateint_jax.index.base import (
     check_queries,
 )
 from lateint_jax.index.layout import IndexArrays
+from lateint_jax.index.segmented import SegmentedIndex
 from lateint_jax.index.storage import index_size_bytes, load_index, read_metadata, save_index
-from lateint_jax.index.update import add_documents, delete_documents
+from lateint_jax.index.update import (
+    CODE_BLOCK,
+    add_documents,
+    append_coded,
+    code_documents,
+    compact,
+    delete_documents,
+    tombstone,
+)
 
 SMALL_SUBSET = 1024  # subsets up to this size are scored exactly
 SUBSET_BUCKETS = tuple(b for b in shapes.powers_of_four_up_to(SMALL_SUBSET) if b >= 16)
@@ -124,6 +134,11 @@ class ColBERTIndex(Index):
             mask = np.zeros((size, padded_tokens), bool)
             mask[: stop - start] = np.arange(padded_tokens) < lengths[start:stop, None]
             yield start, stop, q, mask
+
+    def query_batches(self, queries, query_lengths: Sequence[int] | None = None):
+        """The padded batches every search of these queries runs (as `search` reads them) ->
+        (start, stop, q [B', Q', D], mask [B', Q'])."""
+        return self._padded(*self._queries(queries, query_lengths))
 
     def _run(self, queries: np.ndarray, lengths: np.ndarray, score_batch) -> Hits:
         """score_batch(q, mask) -> (scores [B', k], rows [B', k]) over each padded batch."""
@@ -319,11 +334,54 @@ class ColBERTIndex(Index):
             raise InputError(f"document id {doc_id!r} is not in the index")
         n = rows[doc_id]
         start, stop = self.arrays.doc_offsets[n], self.arrays.doc_offsets[n + 1]
-        width = self._doc_width  # one padded length, so any document reuses one compile
-        codes, packed = self.arrays.tokens_at(np.arange(start, stop))
-        codes, packed = shapes.pad_axis(codes, width), shapes.pad_axis(packed, width)
-        vectors = decompress_jit(*self._codec, codes, packed, self.arrays.nbits)
-        return np.asarray(vectors)[: stop - start]
+        return self.decompress_tokens(*self.arrays.tokens_at(np.arange(start, stop)))
+
+    def code(self, embeddings: Sequence[np.ndarray]):
+        """Documents ([T_i, D] float32 each) coded with this index's codec, as `add` would store
+        them, and their decompressed vectors -> (codes [M], residuals [M, R], doc_offsets
+        [N + 1], vectors [M, D] float32). Fixed block sizes: compiles nothing after warm-up."""
+        codes, residuals, offsets = code_documents(self.arrays, embeddings)
+        return codes, residuals, offsets, self.decompress_tokens(codes, residuals)
+
+    def decompress_tokens(self, codes: np.ndarray, residuals: np.ndarray) -> np.ndarray:
+        """codes [M], residuals [M, R] -> [M, D] float32, as `document_vectors` decompresses
+        (CODE_BLOCK tokens per call, one compiled shape)."""
+        out = np.empty((codes.shape[0], self.dim), np.float32)
+        for start in range(0, codes.shape[0], CODE_BLOCK):
+            block = slice(start, start + CODE_BLOCK)
+            n = codes[block].shape[0]
+            padded = (
+                shapes.pad_axis(codes[block], CODE_BLOCK),
+                shapes.pad_axis(residuals[block], CODE_BLOCK),
+            )
+            out[block] = np.asarray(decompress_jit(*self._codec, *padded, self.arrays.nbits))[:n]
+        return out
+
+    def tombstoned(self, doc_ids: Sequence[str]) -> ColBERTIndex:
+        """A copy with these live documents deleted that shares this index's placement: only
+        the live mask changes (no re-layout). Their tokens stay on the devices, masked out of
+        every search, until the next re-layout."""
+        marked = copy.copy(self)
+        deleted = tombstone(self.arrays.doc_ids, self.arrays.deleted, check_ids(doc_ids, "delete"))
+        marked.arrays = self.arrays.replace(deleted=deleted)
+        marked._set_live()
+        return marked
+
+    def merged(self, codes, residuals, doc_offsets, doc_ids: Sequence[str]) -> ColBERTIndex:
+        """A new index, laid out afresh: this one's live documents, then the coded documents
+        appended (as `code` returns them; none: only the deleted rows dropped)."""
+        arrays = compact(self.arrays)
+        if len(doc_ids):
+            arrays = append_coded(arrays, codes, residuals, doc_offsets, doc_ids)
+        if arrays is self.arrays:  # the copy gets metadata of its own
+            arrays = arrays.replace()
+        merged = copy.copy(self)
+        merged._written = True
+        merged._changed(arrays)
+        return merged
+
+    def writable(self) -> SegmentedIndex:
+        return SegmentedIndex(self)
 
     def add(self, embeddings: Sequence[np.ndarray], doc_ids: Sequence[str]) -> None:
         """Add documents ([T_i, D] each), coded with the index's centroids; searchable at once.

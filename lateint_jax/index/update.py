@@ -1,7 +1,10 @@
 """Add documents to and delete documents from an index held in memory (IndexArrays).
 
 New documents are assigned to the existing centroids and coded with the existing bucket
-cutoffs (no retraining, as colbert-ai's IndexUpdater). Deletion marks tombstones in `deleted`
+cutoffs (no retraining, as colbert-ai's IndexUpdater). `code_documents` codes a few documents
+in blocks of one fixed size (a live write compiles nothing) and `append_coded` appends coded
+documents, so documents coded once (a served index's write segment, `index/segmented.py`) are
+appended later with exactly those codes. Deletion marks tombstones in `deleted`
 and drops the documents from the inverted lists; their rows stay until `compact` (called by
 add_documents when a deleted id is added again) rewrites the arrays without them. Save the
 result with storage.save_index(arrays, index_dir, overwrite=True).
@@ -15,9 +18,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lateint_jax.codec.residual import compress
 from lateint_jax.errors import InputError
 from lateint_jax.index.build import check_doc_embeddings, check_doc_ids, compress_documents
-from lateint_jax.index.layout import IndexArrays
+from lateint_jax.index.layout import IndexArrays, sort_tokens_by_code
+
+CODE_BLOCK = 256  # tokens per `code_documents` call of the codec: one compiled shape
 
 
 def _with_rows(arrays: IndexArrays, codes, residuals, doc_offsets, doc_ids, deleted) -> IndexArrays:
@@ -47,6 +53,45 @@ def compact(arrays: IndexArrays) -> IndexArrays:
     )
 
 
+def code_documents(arrays: IndexArrays, doc_embeddings: Sequence[np.ndarray]):
+    """Code documents ([T_i, D] float32 each) with the index's centroids and bucket cutoffs,
+    CODE_BLOCK tokens per codec call, each document's tokens sorted by code as the build sorts
+    them -> (codes [M] int32, residuals [M, R] uint8, doc_offsets [N + 1] int64)."""
+    lengths = np.array([e.shape[0] for e in doc_embeddings], np.int64)
+    doc_offsets = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=doc_offsets[1:])
+    tokens = np.concatenate([np.asarray(e, np.float32) for e in doc_embeddings])
+    pieces = [
+        compress(tokens[start : start + CODE_BLOCK], arrays.centroids, arrays.bucket_cutoffs,
+                 arrays.nbits)
+        for start in range(0, tokens.shape[0], CODE_BLOCK)
+    ]  # fmt: skip
+    codes = np.concatenate([p[0] for p in pieces])
+    residuals = np.concatenate([p[1] for p in pieces])
+    order = sort_tokens_by_code(codes, doc_offsets)
+    return codes[order], residuals[order], doc_offsets
+
+
+def append_coded(
+    arrays: IndexArrays, codes, residuals, doc_offsets, doc_ids: Sequence[str]
+) -> IndexArrays:
+    """Append coded documents (codes [M], residuals [M, R], doc_offsets [N + 1] from
+    `code_documents` or `compress_documents`). Ids must be new among the live documents;
+    re-adding a deleted id compacts first."""
+    live = [i for i, gone in zip(arrays.doc_ids, arrays.deleted) if not gone]
+    ids = check_doc_ids(doc_ids, len(doc_offsets) - 1, existing=live)
+    if arrays.deleted.any() and set(ids).intersection(arrays.doc_ids):
+        arrays = compact(arrays)
+    return _with_rows(
+        arrays,
+        np.concatenate([arrays.codes, codes]),
+        np.concatenate([np.asarray(arrays.residuals), residuals]),
+        np.concatenate([arrays.doc_offsets, arrays.doc_offsets[-1] + doc_offsets[1:]]),
+        list(arrays.doc_ids) + ids,
+        np.concatenate([arrays.deleted, np.zeros(len(ids), bool)]),
+    )
+
+
 def add_documents(
     arrays: IndexArrays,
     doc_embeddings: Sequence[np.ndarray],
@@ -61,19 +106,10 @@ def add_documents(
     live = [i for i, gone in zip(arrays.doc_ids, arrays.deleted) if not gone]
     ids = check_doc_ids(doc_ids, len(doc_embeddings), existing=live)
     check_doc_embeddings(doc_embeddings, ids, dim=arrays.dim)
-    if arrays.deleted.any() and set(ids).intersection(arrays.doc_ids):
-        arrays = compact(arrays)
-    codes, residuals, offsets = compress_documents(
+    coded = compress_documents(
         doc_embeddings, arrays.centroids, arrays.bucket_cutoffs, arrays.nbits, progress=progress
     )
-    return _with_rows(
-        arrays,
-        np.concatenate([arrays.codes, codes]),
-        np.concatenate([np.asarray(arrays.residuals), residuals]),
-        np.concatenate([arrays.doc_offsets, arrays.doc_offsets[-1] + offsets[1:]]),
-        list(arrays.doc_ids) + ids,
-        np.concatenate([arrays.deleted, np.zeros(len(ids), bool)]),
-    )
+    return append_coded(arrays, *coded, ids)
 
 
 def tombstone(doc_ids: Sequence[str], deleted: np.ndarray, ids: Sequence[str]) -> np.ndarray:

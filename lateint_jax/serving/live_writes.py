@@ -6,17 +6,23 @@ requests at a time and
 1. encodes the texts to upsert (outside any lock: searches go on);
 2. checks each request against the current documents (a delete of an unknown id fails that
    request alone) and works out the batch's final state of every id it touches;
-3. builds the next index as a copy of the served one with those ids deleted and the new
-   vectors added (`Index.delete` / `Index.add` re-lay the whole index out, seconds at SciFact
-   size, so searches keep using the served index meanwhile), and warms it up for the engine's
-   request shapes (a new layout may need programs of new static sizes);
+3. makes the next snapshot of the served index. A late-interaction index is served as a
+   `SegmentedIndex` (`Index.writable()`): the deleted and replaced ids become tombstones in the
+   main index's live mask and the new documents are coded with its codec and appended to a
+   small write segment scored exactly beside it (milliseconds, nothing compiled unless the
+   segment crosses a size step, and that compile happens here, before the swap). A kind
+   without a writable form (single-vector) is copied with `Index.delete` / `Index.add`, a full
+   re-layout, and warmed up for the engine's request shapes;
 4. under the engine's index lock: commits the log rows and the metadata to SQLite (the
-   durability point), then swaps the new index in; the next search sees the write;
+   durability point), then swaps the new snapshot in; the next search sees the write;
 5. acknowledges the requests.
-Every `compact_every` writes (and at shutdown) the index is saved (atomically, recording the
-last applied seq as metadata["applied_write_seq"]) and the log up to it dropped. At start-up,
-`replay` applies the log rows newer than that seq. A POST of an existing id replaces it
-(delete + add): the last write of an id wins.
+Every `compact_every` writes (and at shutdown) a compaction merges the write segment into the
+main index: a background thread lays the merged index out, warms it up and saves it
+(atomically, recording the last write it holds as metadata["applied_write_seq"]) while
+searches and writes go on, then swaps it in with the writes made meanwhile carried over
+(`SegmentedIndex.rebased`) and drops the log through that seq. At start-up, `replay` applies
+the log rows newer than that seq (rebuilding the write segment). A POST of an existing id
+replaces it (delete + add): the last write of an id wins.
 
 Einsum letters: T document tokens, D dim.
 """
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -77,21 +84,35 @@ def next_index(index, removed: list[str], added: dict[str, np.ndarray]):
     return updated
 
 
-def replay(index, store: DocumentStore, log=print):
-    """The index with the logged writes it does not hold applied (its applied seq recorded in
-    memory; the next save writes it)."""
-    applied = int(index.metadata.get(APPLIED_SEQ, 0))
-    rows = store.logged_after(applied, index.dim)
-    if not rows:
-        return index
+def _final_writes(rows) -> dict[str, np.ndarray | None]:
+    """Log rows -> each id's last write (its vectors, None for a delete), in last-write order."""
     final: dict[str, np.ndarray | None] = {}
     for row in rows:
-        final.pop(row.doc_id, None)  # keep the order of last writes
+        final.pop(row.doc_id, None)
         final[row.doc_id] = row.vectors
-    live = set(index.live_ids)
-    removed = [i for i in final if i in live]
+    return final
+
+
+def replay(index, store: DocumentStore, log=print):
+    """The index to serve, with the logged writes it does not hold applied: its writable form
+    (the writes in its write segment) where it has one, else a re-laid-out copy (its applied
+    seq recorded in memory; the next save writes it)."""
+    applied = int(index.metadata.get(APPLIED_SEQ, 0))
+    served = index.writable()
+    if served is not None:
+        served.write_seq = applied
+    rows = store.logged_after(applied, index.dim)
+    if not rows:
+        return index if served is None else served
+    final = _final_writes(rows)
+    current = index if served is None else served
+    removed = [i for i in final if i in current]
     added = {i: v for i, v in final.items() if v is not None}
     log(f"replaying {len(rows)} logged writes ({len(added)} upserts, seq {rows[-1].seq})")
+    if served is not None:
+        served = served.with_writes(removed, added)
+        served.write_seq = rows[-1].seq
+        return served
     index = next_index(index, removed, added)
     index.metadata[APPLIED_SEQ] = rows[-1].seq
     return index
@@ -117,6 +138,12 @@ class Writer:
         self.compact_every = compact_every
         self.log = log
         self.unsaved = store.log_size()
+        # a segmented index (the engine serves its writable form) or a re-laid-out copy each time
+        self.segmented = engine.index.writable() is engine.index
+        self._swap_lock = threading.Lock()  # one batch's swap, or a compaction's, at a time
+        self._compaction: threading.Thread | None = None
+        self._warming: threading.Thread | None = None
+        self.compactions = 0
         self.batcher = Batcher(
             self._apply, max_batch=max_batch, max_wait_s=max_wait_s, name="writes"
         )
@@ -128,10 +155,21 @@ class Writer:
         return outcome
 
     def close(self) -> None:
-        """Serve queued writes, then save the index so the next start replays nothing."""
+        """Serve queued writes, finish a running compaction, then merge and save what remains
+        so the next start replays nothing."""
         self.batcher.close()
+        self.wait_for_background()
         if self.unsaved:
-            self._save()
+            if self.segmented:
+                self._compact(warm=False)
+            else:
+                self._save()
+
+    def wait_for_background(self) -> None:
+        """Wait for a running compaction and step warm-up (tests, shutdown)."""
+        for thread in (self._compaction, self._warming):
+            if thread is not None:
+                thread.join()
 
     # ---------------------------------------------------------------- the batch function
     def _encode(self, requests: list[list[WriteOp]]) -> dict[int, np.ndarray]:
@@ -149,7 +187,7 @@ class Writer:
     def _plan(self, requests, vectors):
         """Check each request in order against the documents as the earlier ones leave them.
         -> (per request: None or its error, the ops kept in order, final state per id)."""
-        live = set(self.engine.index.live_ids)
+        index = self.engine.index
         final: dict[str, WriteOp | None] = {}
         errors: list[Exception | None] = []
         kept: list[WriteOp] = []
@@ -160,7 +198,7 @@ class Writer:
                 present = (
                     tentative[op.doc_id] is not None
                     if op.doc_id in tentative
-                    else (op.doc_id in live)
+                    else (op.doc_id in index)
                 )
                 if op.op == "delete" and not present:
                     error = UnknownDocument(f"id: no document {op.doc_id!r} to delete")
@@ -176,6 +214,16 @@ class Writer:
                 kept.extend(ops)
         return errors, kept, final
 
+    def _next(self, index, removed: list[str], added: dict[str, np.ndarray]):
+        """The snapshot to serve after these writes (the served one is left as it is)."""
+        if self.segmented:
+            return index.with_writes(removed, added)
+        updated = next_index(index, removed, added)
+        # A changed layout can need programs of new static sizes: compile them here, so
+        # that no search compiles (they all run on the served index meanwhile).
+        updated.warmup(self.engine.request_shapes())
+        return updated
+
     def _apply(self, requests: list[list[WriteOp]]) -> list:
         started = time.perf_counter()
         try:
@@ -185,30 +233,30 @@ class Writer:
         errors, kept, final = self._plan(requests, vectors)
         if not kept:
             return errors
-        index = self.engine.index
-        live = set(index.live_ids)
-        removed = [i for i in final if i in live]
-        added = {i: vectors[id(op)] for i, op in final.items() if op is not None}
-        try:
-            updated = next_index(index, removed, added)
-            # A changed layout can need programs of new static sizes: compile them here, so
-            # that no search compiles (they all run on the served index meanwhile).
-            updated.warmup(self.engine.request_shapes())
-        except Exception as err:  # noqa: BLE001
-            return [err if e is None else e for e in errors]
         writes = [(op.op, op.doc_id, vectors.get(id(op))) for op in kept]
         documents = [
             StoredDocument(i, op.title, op.text, op.metadata)
             for i, op in final.items()
             if op is not None
         ]
-        with self.engine.index_lock:
+        with self._swap_lock:
+            index = self.engine.index
+            removed = [i for i in final if i in index]
+            added = {i: vectors[id(op)] for i, op in final.items() if op is not None}
             try:
-                seqs = self.store.commit_writes(writes, documents)
-            except Exception as err:  # noqa: BLE001 - nothing was written: the served index stays
+                updated = self._next(index, removed, added)
+            except Exception as err:  # noqa: BLE001
                 return [err if e is None else e for e in errors]
-            updated.metadata[APPLIED_SEQ] = seqs[-1]
-            self.engine.replace_index(updated)
+            with self.engine.index_lock:
+                try:
+                    seqs = self.store.commit_writes(writes, documents)
+                except Exception as err:  # noqa: BLE001 - nothing written: the served index stays
+                    return [err if e is None else e for e in errors]
+                if self.segmented:
+                    updated.write_seq = seqs[-1]
+                else:
+                    updated.metadata[APPLIED_SEQ] = seqs[-1]
+                self.engine.replace_index(updated)
         ms = (time.perf_counter() - started) * 1000.0
         self.unsaved += len(seqs)
         results, position = [], 0
@@ -221,8 +269,55 @@ class Writer:
             )
             position += len(ops)
         if self.unsaved >= self.compact_every:
-            self._save()
+            if self.segmented:
+                self._start_compaction()
+            else:
+                self._save()
+        elif self.segmented and updated.next_step_due():
+            self._warming = self._start(self._warming, updated.warm_next_step, "segment-warmup")
         return results
+
+    # ---------------------------------------------------------------- compaction and saves
+    def _start(self, running: threading.Thread | None, target, name: str) -> threading.Thread:
+        if running is not None and running.is_alive():
+            return running
+        thread = threading.Thread(target=self._logged(target), name=name, daemon=True)
+        thread.start()
+        return thread
+
+    def _logged(self, target):
+        def run():
+            try:
+                target()
+            except Exception as err:  # noqa: BLE001 - a background failure must not pass silently
+                self.log(f"{threading.current_thread().name} failed: {err!r}")
+
+        return run
+
+    def _start_compaction(self) -> None:
+        self._compaction = self._start(self._compaction, self._compact, "compaction")
+
+    def _compact(self, warm: bool = True) -> None:
+        """Merge the write segment into the main index and save it, while searches and writes
+        go on; then swap it in with the writes made meanwhile carried over."""
+        started = time.perf_counter()
+        snapshot = self.engine.index
+        merged = snapshot.merge()
+        if warm:
+            merged.warmup(self.engine.request_shapes())
+        merged.metadata[APPLIED_SEQ] = snapshot.write_seq
+        merged.save()
+        with self._swap_lock:
+            rebased = self.engine.index.rebased(merged, snapshot)
+            with self.engine.index_lock:
+                self.engine.replace_index(rebased)
+        self.store.drop_log_through(snapshot.write_seq)
+        self.unsaved = self.store.log_size()
+        self.compactions += 1
+        self.log(
+            f"compacted and saved the index through write {snapshot.write_seq} in "
+            f"{time.perf_counter() - started:.1f} s"
+        )
 
     def _save(self) -> None:
         index = self.engine.index

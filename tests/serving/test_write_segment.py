@@ -1,0 +1,134 @@
+"""Live writes on the served index's write segment, through the real FastAPI app: a stream of
+small writes (and the searches between them) compiles nothing after warm-up; a compaction runs
+in the background while searches and writes go on and leaves the same results; a crash after a
+compaction, with writes in the segment, replays them onto the compacted index."""
+
+import shutil
+import threading
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from lateint_jax import compilations, open_index
+from lateint_jax.serving.app import create_app
+from lateint_jax.serving.auth import AccessPolicy
+from tests.conftest import seed_note
+from tests.serving.documents_fixtures import (
+    API_KEY,
+    AUTH,
+    MAX_K,
+    WORDS,
+    build_tiny_index,
+    engine_for,
+)
+
+QUERIES = ["moon ocean tide", "bee flower honey", "coral reef fish"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return build_tiny_index(tmp_path_factory.mktemp("segment"))
+
+
+@pytest.fixture
+def paths(built, tmp_path):
+    index = tmp_path / "index"
+    shutil.copytree(built["index"], index)
+    return {**built, "index": index}
+
+
+def client_for(engine, info) -> TestClient:
+    return TestClient(
+        create_app(engine, index_info=info, access=AccessPolicy(api_key=API_KEY)), headers=AUTH
+    )
+
+
+def search(client, query, **body):
+    response = client.post("/search", json={"query": query, "k": MAX_K, **body})
+    assert response.status_code == 200, response.text
+    return [(h["id"], h["score"]) for h in response.json()["results"]]
+
+
+def text(rng, n: int) -> str:
+    return " ".join(WORDS[i] for i in rng.integers(0, len(WORDS), 3 + n % 5))
+
+
+def test_a_stream_of_small_writes_compiles_nothing(paths, seed):
+    rng = np.random.default_rng(seed)
+    engine, info = engine_for(paths, "--writable")
+    with client_for(engine, info) as client:
+        before = compilations.count()
+        for n in range(20):
+            body = {"id": f"s-{n}", "text": text(rng, n), "metadata": {"lang": "s", "n": n}}
+            assert client.post("/documents", json=body).status_code == 200
+            if n % 4 == 3:
+                assert client.delete(f"/documents/s-{n - 1}").status_code == 200
+            if n % 5 == 0:
+                assert client.post("/documents", json={"id": "doc-04", "text": text(rng, n)})
+            hits = search(client, "moon", filter={"field": "n", "eq": n})
+            assert [i for i, _ in hits] == [f"s-{n}"], seed_note(seed)
+            search(client, "moon", filter={"field": "lang", "eq": "s"})
+            search(client, "bee")
+        engine.writer.wait_for_background()
+        assert engine.index.delta.num_live == 16  # 20 new, 5 deleted, doc-04 replaced
+        assert compilations.count() == before, f"a write or search compiled; {seed_note(seed)}"
+
+
+def _state(client) -> dict:
+    return {q: search(client, q) for q in QUERIES}
+
+
+def _assert_same(first: dict, second: dict) -> None:
+    for query in QUERIES:
+        assert [i for i, _ in first[query]] == [i for i, _ in second[query]], query
+        np.testing.assert_allclose(
+            [s for _, s in first[query]], [s for _, s in second[query]], rtol=1e-5
+        )
+
+
+def test_compaction_runs_beside_searches_and_writes(paths, seed):
+    """--compact-every 4: compactions run in the background during a stream of writes and
+    searches; every search answers; afterwards the results are those of a restart from the
+    saved index plus the log (the segment replayed), and of a clean restart."""
+    rng = np.random.default_rng(seed)
+    note = seed_note(seed)
+    engine, info = engine_for(paths, "--writable", "--compact-every", "4")
+    statuses, stop = [], threading.Event()
+    with client_for(engine, info) as client:
+
+        def keep_searching():
+            while not stop.is_set():
+                body = {"query": "reef", "filter": {"field": "lang", "eq": "c"}}
+                statuses.append(client.post("/search", json=body).status_code)
+
+        reader = threading.Thread(target=keep_searching)
+        reader.start()
+        written = {}
+        for n in range(10):
+            written[f"c-{n}"] = text(rng, n)
+            body = {"id": f"c-{n}", "text": written[f"c-{n}"], "metadata": {"lang": "c"}}
+            assert client.post("/documents", json=body).status_code == 200
+            if n == 6:
+                assert client.delete("/documents/c-1").status_code == 200  # compacted by now?
+                written.pop("c-1")
+        engine.writer.wait_for_background()
+        stop.set()
+        reader.join()
+        assert statuses and set(statuses) == {200}, note
+        assert engine.writer.compactions >= 1, note
+        found = {i for i, _ in search(client, "reef", filter={"field": "lang", "eq": "c"})}
+        assert found == set(written), note
+        live = _state(client)
+        segment = engine.index.delta.live_ids
+        saved = open_index(paths["index"])  # the last compaction's save (later deletes: logged)
+        assert set(engine.index.live_ids) <= set(saved.live_ids) | set(segment), note
+        # a crash now: the next start replays the log rows after the saved index's seq
+        crashed, info = engine_for(paths, "--writable")
+        assert sorted(crashed.index.delta.live_ids) == sorted(segment), note
+    with client_for(crashed, info) as client:
+        _assert_same(live, _state(client))
+    clean, info = engine_for(paths, "--writable")  # the crashed one's shutdown merged it all
+    assert clean.index.delta.num_docs == 0 and clean.writer.store.log_size() == 0
+    with client_for(clean, info) as client:
+        _assert_same(live, _state(client))
