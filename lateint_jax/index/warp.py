@@ -12,9 +12,11 @@ Stages (after WARP, Scheerer et al., SIGIR 2025, which builds on XTR's imputatio
      table [Q, R, 256] (query . bucket values of the dimensions a byte value encodes), so a
      token costs R lookups and no decompression. Per (query token, document) the best score is
      kept, then summed over query tokens (two-stage reduction, missing ones imputed);
-  3. rerank: the `rerank` best documents over all shards are decompressed (their tokens found
-     through `doc_positions`) and scored with exact MaxSim; with rerank=0 the stage-2 scores
-     are final.
+  3. rerank: the `rerank` best documents over all shards are decompressed and scored with
+     exact MaxSim; with rerank=0 the stage-2 scores are final. A document's tokens are found
+     from its centroid ids (`doc_codes`, in document order, ascending within each document):
+     the j-th of its tokens under centroid c is the j-th row of document d in c's slice, whose
+     rows are sorted by document, so two binary searches find it and no position is stored.
 
 Layout (`WarpShards`), per shard of documents: the shard's tokens sorted by centroid, so a
 centroid's tokens are one slice; nothing is padded to the longest document. The whole search is
@@ -56,12 +58,20 @@ def take(array: jax.Array, index: jax.Array) -> jax.Array:
     return jnp.take(array, index, axis=0, mode="clip")
 
 
+def exact_depth(k: int) -> int:
+    """Documents stage 3 rescores by default for a top-k: colbert-ai's depth of exact
+    scoring (a quarter of its `ndocs`: 64 up to k=10, 256 up to k=100, then max(k, 1024)).
+    Beyond it stage 2's order rarely changes the top k: on the SciFact vectors of
+    benchmarks/engines.py, 64 instead of 256 lost 0.004 of recall@10 and cost a quarter."""
+    return 64 if k <= 10 else 256 if k <= 100 else max(k, 1024)
+
+
 @dataclass(frozen=True)
 class WarpParams:
     """Search knobs: `nprobe` centroids per query token, `rerank` documents rescored exactly
     (0: none). The defaults (`defaults(k)`) are set from first principles, not tuned to one
     dataset: WARP's paper probes 32 centroids per token at its largest setting and 8-16 at
-    its fast ones; rescoring a few hundred documents exactly costs about as much as stage 2."""
+    its fast ones; the rerank depth follows colbert-ai's (`exact_depth`)."""
 
     nprobe: int
     rerank: int
@@ -70,7 +80,7 @@ class WarpParams:
     def defaults(cls, k: int, nprobe=None, rerank=None) -> WarpParams:
         params = cls(
             nprobe=int(16 if nprobe is None else nprobe),
-            rerank=int(max(256, 2 * k) if rerank is None else rerank),
+            rerank=int(exact_depth(k) if rerank is None else rerank),
         )
         if params.nprobe < 1 or params.rerank < 0:
             raise InputError(f"nprobe must be >= 1 and rerank >= 0, got {params}")
@@ -89,15 +99,16 @@ class Statics:
 class WarpShards:
     """An index placed on a ("data",) mesh, split by document, tokens in centroid order.
 
-    centroids [C, D] bfloat16 (float32 when not exact in bfloat16), residual_table
-        [R, 256, 8/nbits] float32: replicated.
+    centroids [C, D] bfloat16 (float32 when not exact in bfloat16), bucket_weights
+        [D, 2**nbits] float32: replicated (the residual table stages 2 and 3 read is built from
+        the weights inside each search, so the device holds 2 KB instead of its 128 KB).
     cell_offsets [S, C + 1] int32: shard s's tokens under centroid c are
         cell_offsets[s, c]:cell_offsets[s, c + 1].
     token_docs [S, M'] uint16 (n < 65,536) or int32: local document number of each token (n
         for padding).
     token_residuals [S, M', R] uint8.
-    doc_offsets [S, n + 1] int32, doc_positions [S, M'] int32: document d's tokens are at
-        positions doc_positions[doc_offsets[d]:doc_offsets[d + 1]] of the centroid order.
+    doc_offsets [S, n + 1] int32, doc_codes [S, M'] uint16 (C <= 65,536) or int32: document
+        d's centroid ids are doc_codes[doc_offsets[d]:doc_offsets[d + 1]], in ascending order.
     """
 
     mesh: Mesh
@@ -105,12 +116,12 @@ class WarpShards:
     num_docs: int
     docs_per_shard: int
     centroids: jax.Array
-    residual_table: jax.Array
+    bucket_weights: jax.Array
     cell_offsets: jax.Array
     token_docs: jax.Array
     token_residuals: jax.Array
     doc_offsets: jax.Array
-    doc_positions: jax.Array
+    doc_codes: jax.Array
 
     @property
     def num_centroids(self) -> int:
@@ -126,30 +137,31 @@ class WarpShards:
 
     @functools.cached_property
     def doc_arrays(self) -> tuple:
-        return (self.doc_offsets, self.doc_positions)
+        return (self.doc_offsets, self.doc_codes)
 
     def device_bytes(self) -> int:
         """Bytes the layout holds on all devices together (a replicated array counts once
         per device)."""
-        arrays = (self.centroids, self.residual_table, *self.token_arrays, *self.doc_arrays)
+        arrays = (self.centroids, self.bucket_weights, *self.token_arrays, *self.doc_arrays)
         return int(sum(s.data.nbytes for a in arrays for s in a.addressable_shards))
 
 
 def _shard_tokens(order: CentroidOrder, doc_offsets: np.ndarray, first: int, stop: int):
     """One shard's documents [first, stop) cut out of the index's centroid order, which it
     keeps (rows are sorted by centroid, then document) -> (cell counts [C], local document of
-    each token, residuals, positions of the shard's tokens in document order). No sort: one
-    pass over the token documents; a single shard takes the arrays as they are."""
+    each token, residuals, centroid ids of the shard's tokens in document order, ascending
+    within each document). One pass over the token documents; a single shard takes the arrays
+    as they are."""
     docs = order.token_docs
-    rows = order.document_rows[doc_offsets[first] : doc_offsets[stop]]
+    codes = order.cells[order.document_rows[doc_offsets[first] : doc_offsets[stop]]]
     if first == 0 and stop == doc_offsets.shape[0] - 1:
-        return np.diff(order.cell_offsets), docs, order.residuals, rows
+        return np.diff(order.cell_offsets), docs, order.residuals, codes
     mine = (docs >= first) & (docs < stop)
     before = np.zeros(docs.shape[0] + 1, np.int64)  # the shard's rows before each row
     np.cumsum(mine, out=before[1:])
     counts = np.diff(before[order.cell_offsets])
     taken = np.flatnonzero(mine)
-    return counts, docs[taken] - first, np.asarray(order.residuals)[taken], before[rows]
+    return counts, docs[taken] - first, np.asarray(order.residuals)[taken], codes
 
 
 def _stacked(pieces: list[np.ndarray], width: int, fill, dtype) -> np.ndarray:
@@ -185,6 +197,7 @@ def place(arrays: IndexArrays, mesh: Mesh, slack: bool = False) -> WarpShards:
     of two always are), so scores are unchanged. With `slack` (an index that takes writes) the
     token width is rounded up by `token_width`."""
     shards = sharding.num_shards(mesh)
+    c = arrays.num_centroids
     per_shard = shapes.padded_size(arrays.num_docs, shards, DOC_MULTIPLE) // shards
     order, offsets = arrays.order, arrays.doc_offsets
     parts = []
@@ -194,11 +207,11 @@ def place(arrays: IndexArrays, mesh: Mesh, slack: bool = False) -> WarpShards:
         parts.append(_shard_tokens(order, offsets, first, stop))
     width = max(1, max(p[1].shape[0] for p in parts))
     width = token_width(width) if slack else width
-    c = arrays.num_centroids
     doc_type = np.uint16 if per_shard < 1 << 16 else np.int32  # per_shard marks padding
     token_docs = _stacked([p[1] for p in parts], width, per_shard, doc_type)
     token_residuals = _stacked([p[2] for p in parts], width, 0, np.uint8)
-    doc_positions = _stacked([p[3] for p in parts], width, 0, np.int32)
+    code_type = np.uint16 if c <= 1 << 16 else np.int32
+    doc_codes = _stacked([p[3] for p in parts], width, 0, code_type)
     cell_offsets = np.zeros((shards, c + 1), np.int32)
     doc_offsets = np.zeros((shards, per_shard + 1), np.int32)
     for s, (counts, *_) in enumerate(parts):
@@ -218,16 +231,24 @@ def place(arrays: IndexArrays, mesh: Mesh, slack: bool = False) -> WarpShards:
         num_docs=arrays.num_docs,
         docs_per_shard=per_shard,
         centroids=sharding.replicate(centroids, mesh),
-        residual_table=sharding.replicate(np.asarray(residual_table(weights, arrays.nbits)), mesh),
+        bucket_weights=sharding.replicate(weights, mesh),
         cell_offsets=sharding.shard_along(cell_offsets, mesh),
         token_docs=sharding.shard_along(token_docs, mesh),
         token_residuals=sharding.shard_along(token_residuals, mesh),
         doc_offsets=sharding.shard_along(doc_offsets, mesh),
-        doc_positions=sharding.shard_along(doc_positions, mesh),
+        doc_codes=sharding.shard_along(doc_codes, mesh),
     )
 
 
 # ---------------------------------------------------------- per-query stages (pure jnp)
+
+
+def centroids_and_table(codec) -> tuple[jax.Array, jax.Array]:
+    """(centroids, bucket_weights [D, 2**nbits]) -> (centroids, residual table [R, 256,
+    8/nbits])."""
+    centroids, weights = codec
+    nbits = int(weights.shape[1]).bit_length() - 1
+    return centroids, residual_table(weights, nbits)
 
 
 def best_cells(queries: jax.Array, centroids: jax.Array, nprobe: int):
@@ -318,25 +339,51 @@ def document_scores(best, imputed, query_mask, allowed) -> jax.Array:
     return jnp.where(allowed, total, -jnp.inf)
 
 
+def lower_bound(values, lo, hi, target) -> jax.Array:
+    """Per slot, the first i in [lo, hi) with values[i] >= target (hi if none), values sorted
+    ascending within each range: a binary search run for all slots together until every
+    range is empty, so the steps follow the longest range of this call."""
+
+    def step(bounds):
+        lo, hi = bounds
+        mid = (lo + hi) // 2
+        below = take(values, mid).astype(target.dtype) < target
+        active = lo < hi
+        return jnp.where(active & below, mid + 1, lo), jnp.where(active & ~below, mid, hi)
+
+    return jax.lax.while_loop(lambda b: jnp.any(b[0] < b[1]), step, (lo, hi))[0]
+
+
+def token_positions(slot, doc, doc_start, token_arrays, doc_codes):
+    """Rows in the centroid order of the document-order tokens `slot` of documents `doc`
+    (their first token at `doc_start`) -> (rows, centroid ids). Token `slot` is the j-th of
+    its document under its centroid (j counted in doc_codes, ascending within the document),
+    and so the j-th row of the document in that centroid's slice (sorted by document)."""
+    cell_offsets, token_docs, _ = token_arrays
+    code = take(doc_codes, slot).astype(jnp.int32)
+    j = slot - lower_bound(doc_codes, doc_start, slot, code)
+    first = lower_bound(token_docs, take(cell_offsets, code), take(cell_offsets, code + 1), doc)
+    return first + j, code
+
+
 def exact_scores(query, query_mask, docs, mine, centroids, table, token_arrays,
                  doc_arrays) -> jax.Array:  # fmt: skip
     """Stage 3: decompress this shard's documents `docs` [r] (where `mine`) and score them with
     exact MaxSim -> [r]. Their tokens are visited ragged, a cache-sized chunk at a time."""
-    cell_offsets, _, token_residuals = token_arrays
-    doc_offsets, doc_positions = doc_arrays
+    token_residuals = token_arrays[2]
+    doc_offsets, doc_codes = doc_arrays
     starts = doc_offsets[docs]
     lengths = jnp.where(mine, doc_offsets[docs + 1] - starts, 0)
 
-    def step(best, slot_token, which, real):
-        position = take(doc_positions, slot_token)
-        codes = jnp.searchsorted(cell_offsets, position, side="right") - 1
-        codes = jnp.clip(codes, 0, centroids.shape[0] - 1).astype(jnp.int32)
-        vectors = decompress_with_table(centroids, table, codes, take(token_residuals, position))
+    def step(best, slot, which, real):
+        rows, codes = token_positions(slot, take(docs, which), take(starts, which),
+                                      token_arrays, doc_codes)  # fmt: skip
+        vectors = decompress_with_table(centroids, table, codes, take(token_residuals, rows))
         sims = jnp.einsum("TD,QD->TQ", vectors, query, preferred_element_type=jnp.float32)
         return best.at[jnp.where(real, which, docs.shape[0])].max(sims)
 
     start = jnp.full((docs.shape[0] + 1, query.shape[0]), -jnp.inf)
-    best = over_ranges(starts, lengths, chunk_size(doc_positions.shape[0]), step, start)
+    best = over_ranges(starts, lengths, chunk_size(doc_codes.shape[0]), step, start)
     return jnp.where(query_mask[None, :], best[:-1], 0.0).sum(-1)
 
 
@@ -381,7 +428,7 @@ def _approximate(queries, query_mask, allowed, codec, token_arrays, *, statics, 
 
     def per_shard_fn(queries, query_mask, allowed, codec, token_arrays):
         token_arrays = tuple(a[0] for a in token_arrays)
-        centroids, table = codec
+        centroids, table = centroids_and_table(codec)
 
         def stages12(args):
             query, mask = args
@@ -413,7 +460,7 @@ def _rerank(queries, query_mask, ids, codec, token_arrays, doc_arrays, *, static
     def per_shard_fn(queries, query_mask, ids, codec, token_arrays, doc_arrays):
         token_arrays = tuple(a[0] for a in token_arrays)
         doc_arrays = tuple(a[0] for a in doc_arrays)
-        centroids, table = codec
+        centroids, table = centroids_and_table(codec)
 
         def stage3(args):
             query, mask, docs, mine = args
@@ -465,7 +512,7 @@ def search(shards: WarpShards, queries, query_mask, allowed, params: WarpParams,
     """queries [B, Q, D], query_mask [B, Q], allowed [N] sharded -> (scores [B, k], global
     document numbers [B, k], -1 where fewer were found). One compiled program per (batch
     shape, nprobe, rerank depth, k): the work inside follows what each query probes."""
-    codec = (shards.centroids, shards.residual_table)
+    codec = (shards.centroids, shards.bucket_weights)
     nprobe = min(params.nprobe, shards.num_centroids)
     if not params.rerank:
         return _search_approximate(queries, query_mask, allowed, codec, shards.token_arrays,

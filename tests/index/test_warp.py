@@ -4,6 +4,7 @@ in numpy, the reranked result against exact search, queries of different lengths
 call, one device against eight, and bad knobs."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -121,15 +122,23 @@ def test_layout_holds_each_token_once_in_centroid_order(corpus, index):
     arrays, shards = corpus[1], index.warp
     offsets = np.asarray(shards.cell_offsets)[0]
     assert offsets[-1] == arrays.num_embeddings
-    # document d's tokens, found through doc_positions, are its stored tokens
-    positions = np.asarray(shards.doc_positions)[0]
+    # document d's centroid ids, ascending, are its stored ones, and the rows stage 3 finds
+    # from them are its tokens, each once
+    doc_codes = np.asarray(shards.doc_codes)[0]
+    token_arrays = tuple(a[0] for a in shards.token_arrays)
     docs = np.asarray(shards.token_docs)[0]
     for d in (0, 17, 299):
         start, stop = arrays.doc_offsets[d], arrays.doc_offsets[d + 1]
-        mine = positions[start:stop]
-        assert (docs[mine] == d).all()
-        codes = np.searchsorted(offsets, mine, side="right") - 1
-        assert sorted(codes) == sorted(arrays.codes[start:stop])
+        assert doc_codes[start:stop].tolist() == sorted(arrays.codes[start:stop])
+        slots = jnp.arange(start, stop, dtype=jnp.int32)
+        same = jnp.full(slots.shape, d, jnp.int32)
+        rows, codes = warp.token_positions(
+            slots, same, same * 0 + start, token_arrays, shards.doc_codes[0]
+        )
+        rows = np.asarray(rows)
+        assert len(set(rows.tolist())) == stop - start
+        assert (docs[rows] == d).all()
+        assert (np.searchsorted(offsets, rows, side="right") - 1 == np.asarray(codes)).all()
 
 
 def test_bad_knobs_are_refused(corpus, index):
