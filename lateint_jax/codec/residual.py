@@ -98,6 +98,21 @@ def residual_table(bucket_weights: jax.Array, nbits: int) -> jax.Array:
     return weights[:, jnp.arange(per_byte)[None, :], lut]
 
 
+def centroid_rows(centroids, codes: jax.Array | None = None) -> jax.Array:
+    """Centroid rows as float32: all of them [C, D], or those of `codes` [M] -> [M, D].
+    `centroids` is a [C, D] array or (values [C, D] int8, scales [C]): rows stored as small
+    integers times a per-row power of two (what `index/warp.py` places), exact in float32."""
+    if isinstance(centroids, tuple):
+        values, scales = centroids
+        if codes is not None:
+            values = jnp.take(values, codes, axis=0, mode="clip")
+            scales = jnp.take(scales, codes, axis=0, mode="clip")
+        return values.astype(jnp.float32) * scales[:, None]
+    if codes is not None:
+        centroids = jnp.take(centroids, codes, axis=0, mode="clip")
+    return jnp.asarray(centroids, jnp.float32)
+
+
 def decompress(
     centroids: jax.Array,
     bucket_weights: jax.Array,
@@ -105,7 +120,7 @@ def decompress(
     packed: jax.Array,
     nbits: int,
 ) -> jax.Array:
-    """Rebuild token vectors: centroids [C, D], bucket_weights [D, 2**nbits], codes [M],
+    """Rebuild token vectors: centroids [C, D] (or as `centroid_rows` takes them), bucket_weights [D, 2**nbits], codes [M],
     packed [M, D*nbits/8] uint8 -> [M, D] float32, L2-normalised. Pure; jit with nbits static."""
     check_nbits(nbits)
     if packed.ndim != 2 or codes.ndim != 1:
@@ -113,7 +128,7 @@ def decompress(
             f"codes must be [M] and packed [M, bytes], got {codes.shape}, {packed.shape}"
         )
     table = residual_table(bucket_weights, nbits)
-    return decompress_with_table(jnp.asarray(centroids, jnp.float32), table, codes, packed)
+    return decompress_with_table(centroids, table, codes, packed)
 
 
 def decompress_with_table(
@@ -126,8 +141,7 @@ def decompress_with_table(
     # times faster without the out-of-bounds fill
     rows = table.reshape(positions * 256, per_byte)
     residuals = jnp.take(rows, flat_index, axis=0, mode="clip")  # [M, P, per_byte]
-    vectors = jnp.take(centroids, codes, axis=0, mode="clip")
-    vectors = vectors + residuals.reshape(packed.shape[0], -1)
+    vectors = centroid_rows(centroids, codes) + residuals.reshape(packed.shape[0], -1)
     return vectors / jnp.maximum(jnp.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
 
 

@@ -85,9 +85,10 @@ class ColBERTIndex(Index):
         self._doc_width = max(8, -(-int(lengths.max(initial=1)) // 8) * 8)
         here = jax.process_index()  # on a multi-host mesh, this process's first device
         self._local_device = next(d for d in self.mesh.devices.flat if d.process_index == here)
-        # the local copy of WARP's centroids (exact in their device dtype), not a second one
-        centroids = next(
-            s.data for s in self.warp.centroids.addressable_shards if s.device == self._local_device
+        # the local copy of WARP's centroids (int8 rows and scales), not a second one
+        centroids = tuple(
+            next(s.data for s in a.addressable_shards if s.device == self._local_device)
+            for a in (self.warp.centroids, self.warp.centroid_scales)
         )
         self._codec = (centroids, jax.device_put(self.arrays.bucket_weights, self._local_device))
 

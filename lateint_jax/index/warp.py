@@ -42,6 +42,7 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from lateint_jax import shapes, sharding
+from lateint_jax.codec.codes_io import encode_centroids
 from lateint_jax.codec.residual import decompress_with_table, residual_table
 from lateint_jax.errors import InputError
 from lateint_jax.index.layout import CentroidOrder, IndexArrays
@@ -99,7 +100,9 @@ class Statics:
 class WarpShards:
     """An index placed on a ("data",) mesh, split by document, tokens in centroid order.
 
-    centroids [C, D] bfloat16 (float32 when not exact in bfloat16), bucket_weights
+    centroids [C, D] int8 and centroid_scales [C] float32: row c is centroids[c] *
+        centroid_scales[c] (a power of two), exactly the stored centroid (int6 / int8 rows on
+        disk always are; other rows are kept float32 with scales of 1), bucket_weights
         [D, 2**nbits] float32: replicated (the residual table stages 2 and 3 read is built from
         the weights inside each search, so the device holds 2 KB instead of its 128 KB).
     cell_offsets [S, C + 1] int32: shard s's tokens under centroid c are
@@ -116,6 +119,7 @@ class WarpShards:
     num_docs: int
     docs_per_shard: int
     centroids: jax.Array
+    centroid_scales: jax.Array
     bucket_weights: jax.Array
     cell_offsets: jax.Array
     token_docs: jax.Array
@@ -142,7 +146,8 @@ class WarpShards:
     def device_bytes(self) -> int:
         """Bytes the layout holds on all devices together (a replicated array counts once
         per device)."""
-        arrays = (self.centroids, self.bucket_weights, *self.token_arrays, *self.doc_arrays)
+        arrays = (self.centroids, self.centroid_scales, self.bucket_weights, *self.token_arrays,
+                  *self.doc_arrays)  # fmt: skip
         return int(sum(s.data.nbytes for a in arrays for s in a.addressable_shards))
 
 
@@ -175,9 +180,16 @@ def _stacked(pieces: list[np.ndarray], width: int, fill, dtype) -> np.ndarray:
     return out
 
 
-def _exact_in(dtype, values: np.ndarray) -> bool:
-    """Whether `values` convert to `dtype` and back unchanged."""
-    return bool(np.array_equal(values.astype(dtype).astype(values.dtype), values))
+def small_integer_rows(centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """centroids [C, D] float32 -> (values [C, D], scales [C] float32) with values * scales
+    equal to them: int8 values and power-of-two scales when that is exact (always for the int6
+    and int8 encodings on disk: a quarter of float32's bytes), else the rows and scales of 1."""
+    stored = encode_centroids(centroids, "int8")
+    values = stored["centroids.npy"]
+    scales = np.exp2(stored["centroid_exponents.npy"].astype(np.float32))
+    if np.array_equal(values.astype(np.float32) * scales[:, None], centroids):
+        return values, scales
+    return centroids, np.ones(centroids.shape[0], np.float32)
 
 
 def token_width(tokens: int) -> int:
@@ -193,7 +205,7 @@ def place(arrays: IndexArrays, mesh: Mesh, slack: bool = False) -> WarpShards:
     """Put the index on the mesh split by document (`WarpShards`), each shard's tokens in
     centroid order, cut from `arrays.order` without sorting. Narrow device dtypes where they
     are exact: token documents uint16 when a shard numbers at most 65,535 documents (else
-    int32); centroids bfloat16 when every value is a bfloat16 (int6 / int8 rows times a power
+    int32); centroids as int8 rows times a power of two when exact (int6 / int8 rows times a power
     of two always are), so scores are unchanged. With `slack` (an index that takes writes) the
     token width is rounded up by `token_width`."""
     shards = sharding.num_shards(mesh)
@@ -222,15 +234,14 @@ def place(arrays: IndexArrays, mesh: Mesh, slack: bool = False) -> WarpShards:
         np.cumsum(counts, out=cell_offsets[s, 1:])
         np.cumsum(lengths, out=doc_offsets[s, 1:])
     weights = np.asarray(arrays.bucket_weights, np.float32)
-    centroids = np.asarray(arrays.centroids, np.float32)
-    if _exact_in(jnp.bfloat16, centroids):
-        centroids = centroids.astype(jnp.bfloat16)
+    centroids, scales = small_integer_rows(np.asarray(arrays.centroids, np.float32))
     return WarpShards(
         mesh=mesh,
         nbits=arrays.nbits,
         num_docs=arrays.num_docs,
         docs_per_shard=per_shard,
         centroids=sharding.replicate(centroids, mesh),
+        centroid_scales=sharding.replicate(scales, mesh),
         bucket_weights=sharding.replicate(weights, mesh),
         cell_offsets=sharding.shard_along(cell_offsets, mesh),
         token_docs=sharding.shard_along(token_docs, mesh),
@@ -243,21 +254,25 @@ def place(arrays: IndexArrays, mesh: Mesh, slack: bool = False) -> WarpShards:
 # ---------------------------------------------------------- per-query stages (pure jnp)
 
 
-def centroids_and_table(codec) -> tuple[jax.Array, jax.Array]:
-    """(centroids, bucket_weights [D, 2**nbits]) -> (centroids, residual table [R, 256,
-    8/nbits])."""
-    centroids, weights = codec
+def centroids_and_table(codec) -> tuple[tuple, jax.Array]:
+    """(centroids, scales, bucket_weights [D, 2**nbits]) -> ((centroids, scales), residual
+    table [R, 256, 8/nbits])."""
+    centroids, scales, weights = codec
     nbits = int(weights.shape[1]).bit_length() - 1
-    return centroids, residual_table(weights, nbits)
+    return (centroids, scales), residual_table(weights, nbits)
 
 
-def best_cells(queries: jax.Array, centroids: jax.Array, nprobe: int):
-    """queries [B, Q, D], centroids [C, D] -> (cells [B, Q, nprobe] int32, their scores
+def best_cells(queries: jax.Array, centroids: tuple, nprobe: int):
+    """queries [B, Q, D], centroids (values [C, D], scales [C]) -> (cells [B, Q, nprobe] int32, their scores
     [B, Q, nprobe], imputation [B, Q]: the score of the best centroid not probed, or the worst
     probed one when every centroid is)."""
     batch, tokens, dim = queries.shape
     flat = queries.reshape(batch * tokens, dim)
-    scores = jnp.einsum("TD,CD->TC", flat, centroids, preferred_element_type=jnp.float32)
+    values, scales = centroids
+    scores = jnp.einsum(
+        "TD,CD->TC", flat, values.astype(flat.dtype), preferred_element_type=jnp.float32
+    )
+    scores = scores * scales[None, :]  # a power of two: the same as scaling the rows
     best, cells = jax.lax.top_k(scores, min(nprobe + 1, scores.shape[-1]))
     best, cells = best.reshape(batch, tokens, -1), cells.reshape(batch, tokens, -1)
     probed = min(nprobe, scores.shape[-1])
@@ -512,7 +527,7 @@ def search(shards: WarpShards, queries, query_mask, allowed, params: WarpParams,
     """queries [B, Q, D], query_mask [B, Q], allowed [N] sharded -> (scores [B, k], global
     document numbers [B, k], -1 where fewer were found). One compiled program per (batch
     shape, nprobe, rerank depth, k): the work inside follows what each query probes."""
-    codec = (shards.centroids, shards.bucket_weights)
+    codec = (shards.centroids, shards.centroid_scales, shards.bucket_weights)
     nprobe = min(params.nprobe, shards.num_centroids)
     if not params.rerank:
         return _search_approximate(queries, query_mask, allowed, codec, shards.token_arrays,

@@ -163,14 +163,16 @@ def test_device_and_disk_bytes_per_vector(tmp_path):
     expected = (
         m * 32  # residuals, once, in centroid order
         + m * 2  # token documents (uint16)
-        + m * 4  # document positions (int32)
-        + c * 128 * 2  # centroids (bfloat16: int6 rows are exact in it)
-        + 32 * 256 * 4 * 4  # residual lookup table (float32)
+        + m * 2  # centroid ids in document order (uint16)
+        + c * 128  # centroids (int8 rows: int6 values on disk are exact in them)
+        + c * 4  # their power-of-two scales (float32)
+        + 128 * 4 * 4  # bucket weights (float32)
         + (c + 1) * 4
         + (n + 1) * 4  # cell and document offsets
     )
-    assert index.warp.centroids.dtype == jax.numpy.bfloat16
+    assert index.warp.centroids.dtype == jax.numpy.int8
     assert stats["device_bytes_per_token"] == pytest.approx(expected / m)
+    assert stats["device_bytes_per_token"] <= 1.10 * stats["disk_bytes_per_token"]
 
 
 def test_document_numbers_above_16_bits_are_stored_in_two_parts(tmp_path, rng, seed):

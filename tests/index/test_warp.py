@@ -159,12 +159,12 @@ def test_padding_rows_and_tokens_probe_nothing(corpus, index):
     mask = np.zeros((1, 8), bool)
     mask[0, :3] = True
     shards = index.warp
-    totals = warp.probed_tokens(query, mask, shards.centroids, shards.cell_offsets,
+    totals = warp.probed_tokens(query, mask, (shards.centroids, shards.centroid_scales), shards.cell_offsets,
                                 statics=shards.statics, nprobe=2)  # fmt: skip
-    alone = warp.probed_tokens(query[:, :3], mask[:, :3], shards.centroids, shards.cell_offsets,
+    alone = warp.probed_tokens(query[:, :3], mask[:, :3], (shards.centroids, shards.centroid_scales), shards.cell_offsets,
                                statics=shards.statics, nprobe=2)  # fmt: skip
     assert int(totals[0]) == int(alone[0]) > 0
-    none = warp.probed_tokens(query, np.zeros_like(mask), shards.centroids, shards.cell_offsets,
+    none = warp.probed_tokens(query, np.zeros_like(mask), (shards.centroids, shards.centroid_scales), shards.cell_offsets,
                               statics=shards.statics, nprobe=2)  # fmt: skip
     assert int(none[0]) == 0
 
