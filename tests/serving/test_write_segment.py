@@ -1,7 +1,9 @@
 """Live writes on the served index's write segment, through the real FastAPI app: a stream of
 small writes (and the searches between them) compiles nothing after warm-up; a compaction runs
 in the background while searches and writes go on and leaves the same results; a crash after a
-compaction, with writes in the segment, replays them onto the compacted index."""
+compaction, with writes in the segment, replays them onto the compacted index; a segment past
+--compact-tokens starts a compaction by itself, searches stay answered and exact during it, and
+nothing compiles on the request path."""
 
 import shutil
 import threading
