@@ -122,9 +122,10 @@ class SegmentedIndex:
         `rerank` best documents, T tokens each on average, and scores them exactly). Stage 2
         reads nprobe x M / C tokens per query token at R = D * nbits / 8 byte lookups each:
         counting a lookup as a multiply-add, 16 x 48 x 1/4 = 193 segment tokens at the size
-        below (2 bits), left out. So a segment at the bound adds about one main search to
-        every search (up to two once padded to its power-of-two step), and it is re-uploaded
-        at most that big per write. The bound is at least the smallest step
+        below (2 bits), left out. So a segment at the bound adds at most about one main
+        search's multiply-adds to every search (up to two once padded to its power-of-two
+        step), and it is re-uploaded at most that big per write. In time it adds less: its
+        scoring is one dense matmul (0.17-0.23 of a main search measured on CPU, SERVING.md). The bound is at least the smallest step
         (`delta.MIN_CAPACITY`), which is scored in full however empty it is.
 
         1,000 documents of 198 tokens, 4096 centroids: 4096 + 256 x 198 = 54,784 tokens
