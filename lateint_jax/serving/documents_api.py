@@ -55,7 +55,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="also compact (merge the write segment into the index and save it) when the "
         "segment holds more than this many tokens (default: about one main-index search's "
-        "work, the index's centroids + 256 x its mean document length; docs/SERVING.md)",
+        "work, the index's centroids + 64 x its mean document length; docs/SERVING.md)",
     )
 
 
