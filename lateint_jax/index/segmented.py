@@ -29,7 +29,8 @@ import numpy as np
 from lateint_jax.errors import InputError
 from lateint_jax.index.base import Hits, SearchShape, batch_buckets, check_ids, check_k
 from lateint_jax.index.build import check_doc_embeddings
-from lateint_jax.index.delta import TOKENS_PER_DOC_SLOT, DeltaSegment, steps_up_to
+from lateint_jax.index.delta import MIN_CAPACITY, TOKENS_PER_DOC_SLOT, DeltaSegment, steps_up_to
+from lateint_jax.index.warp import WarpParams
 
 
 class _Warmth:
@@ -110,6 +111,32 @@ class SegmentedIndex:
                 "capacity_tokens": self.delta.capacity,
             },
         }
+
+    def segment_token_bound(self, k: int = 10) -> int:
+        """The segment size, in tokens, past which compacting it is due: the work of one
+        default top-`k` search of the main index (k=10: the API's default), in segment
+        tokens.
+
+        Scoring the segment costs Q x D multiply-adds per token it holds, for every query. A
+        default WARP search of the main index costs, in the same unit, C (stage 1 scores each
+        query token against all C centroids) plus rerank x T (stage 3 decompresses the
+        `warp.exact_depth(k)` best documents, 64 for k=10, T tokens each on average, and
+        scores them exactly). Stage 2 reads nprobe x M / C tokens per query token at
+        R = D * nbits / 8 byte lookups each: counting a lookup as a multiply-add,
+        16 x 48 x 1/4 = 193 segment tokens at the size below (2 bits), left out. So a segment
+        at the bound adds at most about one main search's multiply-adds to every search (up
+        to two once padded to its power-of-two step), and it is re-uploaded at most that big
+        per write; in time it adds less, its scoring being one dense matmul (SERVING.md has
+        the measurement). The bound is at least the smallest step (`delta.MIN_CAPACITY`),
+        which is scored in full however empty it is.
+
+        1,000 documents of 198 tokens, 4096 centroids: 4096 + 64 x 198 = 16,768 tokens
+        (about 85 such documents). The bound follows the main index, so it grows as
+        compactions grow it."""
+        arrays = self.main.arrays
+        mean_tokens = arrays.num_embeddings / max(arrays.num_docs, 1)
+        rerank = WarpParams.defaults(k).rerank
+        return max(MIN_CAPACITY, int(arrays.num_centroids + rerank * mean_tokens))
 
     def document_vectors(self, doc_id: str) -> np.ndarray:
         if doc_id in self.delta:

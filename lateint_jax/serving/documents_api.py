@@ -49,6 +49,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=1000,
         help="save the index and empty the write log after this many writes (and at shutdown)",
     )
+    parser.add_argument(
+        "--compact-tokens",
+        type=int,
+        default=None,
+        help="also compact (merge the write segment into the index and save it) when the "
+        "segment holds more than this many tokens (default: about one main-index search's "
+        "work, the index's centroids + 64 x its mean document length; docs/SERVING.md)",
+    )
 
 
 def default_db_path(index_dir: Path) -> Path:
@@ -105,7 +113,13 @@ def open_documents(args, index_dir: Path, index, corpus: Corpus | None, corpus_p
 
 def attach_writer(engine, store: DocumentStore, args, log) -> None:
     """Let `engine` take writes (`engine.close()` then saves the index)."""
-    engine.writer = Writer(engine, store, compact_every=args.compact_every, log=log)
+    engine.writer = Writer(
+        engine,
+        store,
+        compact_every=args.compact_every,
+        compact_tokens=args.compact_tokens,
+        log=log,
+    )
 
 
 # ---------------------------------------------------------------- request bodies

@@ -16,8 +16,10 @@ requests at a time and
 4. under the engine's index lock: commits the log rows and the metadata to SQLite (the
    durability point), then swaps the new snapshot in; the next search sees the write;
 5. acknowledges the requests.
-Every `compact_every` writes (and at shutdown) a compaction merges the write segment into the
-main index: a background thread lays the merged index out, warms it up and saves it
+Every `compact_every` writes, whenever the write segment holds more than `compact_tokens`
+tokens (by default `SegmentedIndex.segment_token_bound`: about one main-index search's work),
+and at shutdown, a compaction merges the write segment into the main index (one at a time):
+a background thread lays the merged index out, warms it up and saves it
 (atomically, recording the last write it holds as metadata["applied_write_seq"]) while
 searches and writes go on, then swaps it in with the writes made meanwhile carried over
 (`SegmentedIndex.rebased`) and drops the log through that seq. At start-up, `replay` applies
@@ -127,15 +129,19 @@ class Writer:
         store: DocumentStore,
         *,
         compact_every: int = 1000,
+        compact_tokens: int | None = None,
         max_batch: int = 16,
         max_wait_s: float = 0.002,
         log=print,
     ):
         if compact_every < 1:
             raise InputError(f"--compact-every must be >= 1, got {compact_every}")
+        if compact_tokens is not None and compact_tokens < 1:
+            raise InputError(f"--compact-tokens must be >= 1, got {compact_tokens}")
         self.engine = engine
         self.store = store
         self.compact_every = compact_every
+        self.compact_tokens = compact_tokens  # None: the index's own bound
         self.log = log
         self.unsaved = store.log_size()
         # a segmented index (the engine serves its writable form) or a re-laid-out copy each time
@@ -164,6 +170,10 @@ class Writer:
                 self._compact(warm=False)
             else:
                 self._save()
+
+    @property
+    def compacting(self) -> bool:
+        return self._compaction is not None and self._compaction.is_alive()
 
     def wait_for_background(self) -> None:
         """Wait for a running compaction and step warm-up (tests, shutdown)."""
@@ -268,14 +278,24 @@ class Writer:
                 WriteResult([o.doc_id for o in ops], seqs[position : position + len(ops)], ms)
             )
             position += len(ops)
-        if self.unsaved >= self.compact_every:
-            if self.segmented:
-                self._start_compaction()
-            else:
+        if not self.segmented:
+            if self.unsaved >= self.compact_every:
                 self._save()
-        elif self.segmented and updated.next_step_due():
+            return results
+        if not self.compacting and (
+            self.unsaved >= self.compact_every or self._segment_too_big(updated)
+        ):
+            self._start_compaction()
+        if updated.next_step_due():  # a compaction can take long: the segment grows meanwhile
             self._warming = self._start(self._warming, updated.warm_next_step, "segment-warmup")
         return results
+
+    def _segment_too_big(self, index) -> bool:
+        bound = self.compact_tokens or index.segment_token_bound()
+        if index.delta.num_tokens <= bound:
+            return False
+        self.log(f"compacting: the write segment holds {index.delta.num_tokens} tokens (> {bound})")
+        return True
 
     # ---------------------------------------------------------------- compaction and saves
     def _start(self, running: threading.Thread | None, target, name: str) -> threading.Thread:

@@ -1,7 +1,9 @@
 """Live writes on the served index's write segment, through the real FastAPI app: a stream of
 small writes (and the searches between them) compiles nothing after warm-up; a compaction runs
 in the background while searches and writes go on and leaves the same results; a crash after a
-compaction, with writes in the segment, replays them onto the compacted index."""
+compaction, with writes in the segment, replays them onto the compacted index; a segment past
+--compact-tokens starts a compaction by itself, searches stay answered and exact during it, and
+nothing compiles on the request path."""
 
 import shutil
 import threading
@@ -132,3 +134,71 @@ def test_compaction_runs_beside_searches_and_writes(paths, seed):
     assert clean.index.delta.num_docs == 0 and clean.writer.store.log_size() == 0
     with client_for(clean, info) as client:
         _assert_same(live, _state(client))
+
+
+def test_a_segment_past_its_token_bound_compacts_beside_searches(paths, seed):
+    """--compact-tokens 32, --compact-every at its default (1000, never reached): the stream of
+    writes whose segment passes 32 tokens starts a compaction in the background; every search
+    meanwhile answers with the documents written so far, scored as a restart from the saved
+    index plus the log scores them (the reference); nothing is compiled outside the
+    background threads (compaction, segment warm-up)."""
+    rng = np.random.default_rng(seed)
+    note = seed_note(seed)
+    engine, info = engine_for(paths, "--writable", "--compact-tokens", "32")
+    writer = engine.writer
+    assert writer.compact_every == 1000 and writer.compact_tokens == 32
+    order = [f"t-{n}" for n in range(MAX_K)]  # all fit in one filtered search's k
+    progress = {"sent": 0, "acked": 0}
+    seen, unfiltered, stop = [], [], threading.Event()
+    body = {"query": "reef", "k": MAX_K, "filter": {"field": "lang", "eq": "t"}}
+    with client_for(engine, info) as client:
+        before = compilations.by_thread()
+
+        def keep_searching():
+            while not stop.is_set():
+                acked, compacting = progress["acked"], writer.compacting
+                response = client.post("/search", json=body)
+                compacting = compacting or writer.compacting
+                seen.append((acked, response, progress["sent"], compacting))
+                unfiltered.append(client.post("/search", json={"query": "moon ocean"}))
+
+        reader = threading.Thread(target=keep_searching)
+        reader.start()
+        segment_tokens = []
+        for n, doc_id in enumerate(order):
+            progress["sent"] = n + 1
+            write = {"id": doc_id, "text": text(rng, n), "metadata": {"lang": "t"}}
+            assert client.post("/documents", json=write).status_code == 200, note
+            progress["acked"] = n + 1
+            segment_tokens.append(engine.index.delta.num_tokens)
+        writer.wait_for_background()
+        stop.set()
+        reader.join()
+        for _ in range(2):  # on the compacted index, swapped in
+            seen.append((len(order), client.post("/search", json=body), len(order), False))
+            unfiltered.append(client.post("/search", json={"query": "moon ocean"}))
+        compiled = compilations.by_thread()
+        assert writer.compactions >= 1, f"segment tokens {segment_tokens}; {note}"
+        assert writer.store.log_size() < len(order), note  # the compaction dropped the log
+        during = [s for s in seen if s[3]]
+        assert during, f"no search ran during the compaction; {note}"
+        # a crash now: the restart replays the log onto the compaction's save
+        restarted, restarted_info = engine_for(paths, "--writable")
+    with client_for(restarted, restarted_info) as again:
+        reference = dict(search(again, "reef", filter=body["filter"]))
+    assert sorted(reference) == sorted(order), note
+    assert {r.status_code for r in unfiltered} == {200}, note
+    for acked, response, sent, _ in seen:
+        assert response.status_code == 200, f"{response.text}; {note}"
+        hits = [(h["id"], h["score"]) for h in response.json()["results"]]
+        ids = {i for i, _ in hits}
+        assert any(ids == set(order[:j]) for j in range(acked, sent + 1)), (ids, acked, note)
+        np.testing.assert_allclose(
+            [s for _, s in hits], [reference[i] for i, _ in hits], rtol=1e-5, err_msg=note
+        )
+    request_path = {
+        name: compiled.get(name, 0) - before.get(name, 0)
+        for name in compiled
+        if name not in ("compaction", "segment-warmup")
+    }
+    assert not any(request_path.values()), f"compiled on the request path: {request_path}; {note}"
