@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 from lateint_jax.encoders import ColBERT
@@ -89,6 +90,14 @@ def build_tiny_index(folder: Path, seed: int = 0) -> dict:
 
 API_KEY = "writes-test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+def fresh_copy(built: dict, folder: Path) -> dict:
+    """`built` with its index copied into `folder` (writes change an index; the model and
+    corpus stay shared)."""
+    index = folder / "index"
+    shutil.copytree(built["index"], index)
+    return {**built, "index": index}
 
 
 def key_file(paths: dict) -> str:

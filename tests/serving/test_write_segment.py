@@ -5,7 +5,6 @@ compaction, with writes in the segment, replays them onto the compacted index; a
 --compact-tokens starts a compaction by itself, searches stay answered and exact during it, and
 nothing compiles on the request path."""
 
-import shutil
 import threading
 
 import numpy as np
@@ -23,6 +22,7 @@ from tests.serving.documents_fixtures import (
     WORDS,
     build_tiny_index,
     engine_for,
+    fresh_copy,
 )
 
 QUERIES = ["moon ocean tide", "bee flower honey", "coral reef fish"]
@@ -35,9 +35,7 @@ def built(tmp_path_factory):
 
 @pytest.fixture
 def paths(built, tmp_path):
-    index = tmp_path / "index"
-    shutil.copytree(built["index"], index)
-    return {**built, "index": index}
+    return fresh_copy(built, tmp_path)
 
 
 def client_for(engine, info) -> TestClient:

@@ -31,6 +31,7 @@ from tests.serving.documents_fixtures import (
     WORDS,
     build_tiny_index,
     engine_for,
+    fresh_copy,
     serve_args,
 )
 
@@ -44,10 +45,7 @@ def built(tmp_path_factory):
 
 @pytest.fixture
 def paths(built, tmp_path):
-    """A fresh copy of the index (writes change it) beside the shared model and corpus."""
-    index = tmp_path / "index"
-    shutil.copytree(built["index"], index)
-    return {**built, "index": index}
+    return fresh_copy(built, tmp_path)
 
 
 @pytest.fixture(scope="module")
