@@ -10,8 +10,10 @@ Two comparisons, each on the same texts (title + " " + text), model, lengths and
 Every run is its own subprocess (peak RSS per engine; PyLate in its own venv,
 .bench-venvs/pylate or $LATEINT_PYLATE_PYTHON) and makes a cold pass (JAX: compiling) then a warm
 pass; passages/s is the warm pass. Engines run interleaved (A, B, A, B, ...) `--repeats` times
-with OMP_WAIT_POLICY=PASSIVE and the same thread count, /proc/loadavg recorded before each run;
-the table gives medians and the ratio of medians. Outputs of each pair are compared (max abs
+with OMP_WAIT_POLICY=PASSIVE and the same thread count, /proc/loadavg recorded before and after
+each run; the table gives medians and the ratio of medians. Each pass also records the worker's
+CPU seconds (all its threads): on a shared machine, passages per CPU-second is the figure other
+jobs disturb least, and CPU seconds over wall seconds shows how much of the cores a run got. Outputs of each pair are compared (max abs
 difference). Writes benchmarks/results/encode.json naming the machine.
 """
 
@@ -57,13 +59,15 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def timed(encode, texts) -> tuple[object, list[float]]:
-    times = []
-    for _ in range(2):  # cold, then warm
-        start = time.perf_counter()
+def timed(encode, texts) -> tuple[object, list[float], list[float]]:
+    """encode(texts) cold, then warm: (output, wall seconds, CPU seconds of this process)."""
+    times, cpu_times = [], []
+    for _ in range(2):
+        start, cpu_start = time.perf_counter(), time.process_time()
         out = encode(texts)
         times.append(time.perf_counter() - start)
-    return out, times
+        cpu_times.append(time.process_time() - cpu_start)
+    return out, times, cpu_times
 
 
 # ---------------------------------------------------------------------------- workers
@@ -75,8 +79,8 @@ def worker_jax_bi(texts, args):
 
     dtype = jnp.bfloat16 if args.bf16 else jnp.float32
     model = BiEncoder.from_pretrained(args.model, max_length=args.max_length, compute_dtype=dtype)
-    emb, times = timed(lambda t: model.encode(t, batch_size=args.batch_size), texts)
-    return emb, {"device": str(jax.devices()[0]), "version": f"jax {jax.__version__}"}, times
+    emb, *timing = timed(lambda t: model.encode(t, batch_size=args.batch_size), texts)
+    return emb, {"device": str(jax.devices()[0]), "version": f"jax {jax.__version__}"}, timing
 
 
 def worker_jax_colbert(texts, args):
@@ -87,8 +91,8 @@ def worker_jax_colbert(texts, args):
 
     dtype = jnp.bfloat16 if args.bf16 else jnp.float32
     model = ColBERT.from_pretrained(args.model, compute_dtype=dtype)
-    docs, times = timed(lambda t: model.encode_documents(t, batch_size=args.batch_size), texts)
-    return docs, {"device": str(jax.devices()[0]), "version": f"jax {jax.__version__}"}, times
+    docs, *timing = timed(lambda t: model.encode_documents(t, batch_size=args.batch_size), texts)
+    return docs, {"device": str(jax.devices()[0]), "version": f"jax {jax.__version__}"}, timing
 
 
 def _torch_run(load, encode, texts, args):
@@ -105,8 +109,8 @@ def _torch_run(load, encode, texts, args):
         with torch.inference_mode():
             return encode(model, t)
 
-    out, times = timed(run, texts)
-    return out, {"device": device, "version": f"torch {torch.__version__}"}, times
+    out, *timing = timed(run, texts)
+    return out, {"device": device, "version": f"torch {torch.__version__}"}, timing
 
 
 def worker_st_bi(texts, args):
@@ -120,8 +124,8 @@ def worker_st_bi(texts, args):
     def encode(model, t):
         return model.encode(t, batch_size=args.batch_size, convert_to_numpy=True)
 
-    emb, info, times = _torch_run(load, encode, texts, args)
-    return emb.astype(np.float32), info, times
+    emb, info, timing = _torch_run(load, encode, texts, args)
+    return emb.astype(np.float32), info, timing
 
 
 def worker_pylate_colbert(texts, args):
@@ -133,8 +137,8 @@ def worker_pylate_colbert(texts, args):
     def encode(model, t):
         return model.encode(t, batch_size=args.batch_size, is_query=False)
 
-    docs, info, times = _torch_run(load, encode, texts, args)
-    return [np.asarray(d, np.float32) for d in docs], info, times
+    docs, info, timing = _torch_run(load, encode, texts, args)
+    return [np.asarray(d, np.float32) for d in docs], info, timing
 
 
 WORKERS = {
@@ -148,8 +152,13 @@ WORKERS = {
 def worker_main(args) -> None:
     sys.path.insert(0, str(REPO))
     texts = read_corpus(args.limit)
-    out, info, times = WORKERS[args.worker](texts, args)
-    info.update(passages=len(texts), times=times, peak_rss_mib=round(peak_rss_mib(), 1))
+    out, info, (times, cpu_times) = WORKERS[args.worker](texts, args)
+    info.update(
+        passages=len(texts),
+        times=times,
+        cpu_times=cpu_times,
+        peak_rss_mib=round(peak_rss_mib(), 1),
+    )
     if isinstance(out, list):  # one [T_i, D] array per document
         np.savez(Path(args.out).with_suffix(".npz"), *out)
     else:
@@ -178,6 +187,7 @@ def run_worker(engine: str, model: str, args, tmp: Path) -> dict:
     with np.load(out.with_suffix(".npz")) as arrays:
         result["outputs"] = [arrays[k] for k in sorted(arrays.files, key=lambda k: int(k[4:]))]
     result["loadavg"] = loadavg
+    result["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
     return result
 
 
@@ -235,6 +245,7 @@ def main() -> None:
     rows, comparisons = {}, {}
     for engine, results in runs.items():
         rates = [r["passages"] / r["times"][1] for r in results]
+        cpu_rates = [r["passages"] / r["cpu_times"][1] for r in results]
         first = results[0]
         rows[engine] = {
             "device": first["device"],
@@ -244,30 +255,40 @@ def main() -> None:
             "median_passages_per_s": round(statistics.median(rates), 1),
             "cold_s": [round(r["times"][0], 2) for r in results],
             "warm_s": [round(r["times"][1], 2) for r in results],
+            "warm_cpu_s": [round(r["cpu_times"][1], 2) for r in results],
+            "passages_per_cpu_s": [round(x, 2) for x in cpu_rates],
+            "median_passages_per_cpu_s": round(statistics.median(cpu_rates), 2),
             "peak_rss_mib": [r["peak_rss_mib"] for r in results],
             "loadavg": [r["loadavg"] for r in results],
+            "loadavg_after": [r["loadavg_after"] for r in results],
         }
     for name, (ours, theirs) in pairs.items():
         comparisons[name] = {
             "ratio_ours_over_theirs": round(
                 rows[ours]["median_passages_per_s"] / rows[theirs]["median_passages_per_s"], 3
             ),
+            "ratio_per_cpu_s": round(
+                rows[ours]["median_passages_per_cpu_s"] / rows[theirs]["median_passages_per_cpu_s"],
+                3,
+            ),
             "max_abs_output_diff": max_difference(
                 runs[ours][0]["outputs"], runs[theirs][0]["outputs"]
             ),
         }
     print(
-        f"{'engine':15} {'device':8} {'passages/s (each run)':>28} {'median':>8} {'peak RSS MiB':>13}"
+        f"{'engine':15} {'device':8} {'passages/s (each run)':>28} {'median':>8} "
+        f"{'per CPU-s':>10} {'peak RSS MiB':>13}"
     )
     for engine, r in rows.items():
         each = " ".join(f"{x:.1f}" for x in r["passages_per_s"])
         print(
             f"{engine:15} {r['device'][:8]:8} {each:>28} {r['median_passages_per_s']:8.1f} "
-            f"{max(r['peak_rss_mib']):13.1f}"
+            f"{r['median_passages_per_cpu_s']:10.2f} {max(r['peak_rss_mib']):13.1f}"
         )
     for name, c in comparisons.items():
         print(
-            f"{name}: ours / theirs = {c['ratio_ours_over_theirs']:.2f}x; "
+            f"{name}: ours / theirs = {c['ratio_ours_over_theirs']:.2f}x "
+            f"({c['ratio_per_cpu_s']:.2f}x per CPU-second); "
             f"max |output difference| = {c['max_abs_output_diff']:.2e}"
         )
     report = {

@@ -1,11 +1,13 @@
 """The models as flax.nnx modules, used the way a Flax user would: built from a config.json,
 trained with nnx.Optimizer inside nnx.jit, sharded with nnx annotations over the ("data",)
-mesh; the attention through jax.nn.dot_product_attention and the bfloat16 option."""
+mesh; the attention (written out on CPU, jax.nn.dot_product_attention elsewhere) and the
+bfloat16 option."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -17,7 +19,7 @@ from lateint_jax.models.bert import BertEncoder
 from lateint_jax.models.bi_encoder import BiEncoderModel
 from lateint_jax.models.colbert import ColBERTConfig, ColBERTModel
 from lateint_jax.models.cross_encoder import CrossEncoderModel
-from lateint_jax.models.layers import attend
+from lateint_jax.models.layers import attend, attend_einsum
 from lateint_jax.models.modernbert import ModernBertEncoder
 from lateint_jax.sharding import DATA_AXIS, data_mesh
 from tests.tiny_models import TOKENIZER_VOCAB, tiny_bert, tiny_config
@@ -126,6 +128,26 @@ def test_dot_product_attention_matches_explicit_softmax(rng):
     weights = jax.nn.softmax(jnp.where(mask, logits, -jnp.inf), axis=-1)
     explicit = jnp.einsum("BATS,BSAE->BTAE", weights, v)
     np.testing.assert_allclose(np.asarray(attend(q, k, v, mask)), np.asarray(explicit), atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_written_out_attention_matches_dot_product_attention(rng, dtype):
+    """Per-query masks as ModernBERT's sliding window gives them, a query that attends to no key
+    and a batch row that attends to nothing (a padding row): the same as JAX's own attention."""
+    B, T, A, E = 3, 12, 2, 8
+    q, k, v = (jnp.asarray(rng.standard_normal((B, T, A, E)), dtype) for _ in range(3))
+    mask = rng.integers(0, 2, (B, 1, T, T)).astype(bool)
+    mask[1, 0, 3] = False
+    mask[2] = False
+    mask = jnp.asarray(mask)
+    got = jax.jit(attend_einsum)(q, k, v, mask)
+    expected = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
+    assert got.dtype == dtype
+    assert np.isfinite(np.asarray(got, np.float32)).all()
+    atol = 1e-6 if dtype == jnp.float32 else 2e-2
+    np.testing.assert_allclose(
+        np.asarray(got, np.float32), np.asarray(expected, np.float32), atol=atol, rtol=0
+    )
 
 
 def test_bfloat16_compute_is_close_to_float32_with_float32_params(rng):
