@@ -299,8 +299,12 @@ def open_ours(index_dir: Path, device: str, settings: dict):
     def search(queries, k):
         return [[position[d] for d, _ in row] for row in index.search(queries, k=k, **settings)]
 
-    def memory_bytes():  # every live jax array: the index as placed on the device
-        return sum(a.nbytes for a in jax.live_arrays())
+    def memory_bytes():  # every live device buffer once: the index as placed on the device
+        buffers = {}  # a view of another array's buffer (a shard's .data) is the same memory
+        for a in jax.live_arrays():
+            for shard in a.addressable_shards:
+                buffers[shard.data.unsafe_buffer_pointer()] = shard.data.nbytes
+        return sum(buffers.values())
 
     return search, memory_bytes
 
