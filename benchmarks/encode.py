@@ -213,6 +213,11 @@ def models_for(tmp: Path) -> dict[str, str]:
             "pylate-colbert": str(colbert)}  # fmt: skip
 
 
+def cpu_model() -> str | None:
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    return next((line.split(":", 1)[1].strip() for line in lines if "model name" in line), None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--limit", type=int, default=None, help="encode only the first N docs")
@@ -293,8 +298,10 @@ def main() -> None:
         )
     report = {
         "benchmark": "encode",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {
             "processor": platform.processor() or platform.machine(),
+            "cpu_model": cpu_model(),
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
             "python": platform.python_version(),
