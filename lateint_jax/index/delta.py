@@ -246,14 +246,9 @@ class DeltaSegment:
         """Compile the scoring program for each padded query batch shape [(B', Q', D)] and
         each capacity. Returns the calls made."""
         calls = 0
-        dim = self._buffers.vectors.shape[1]
+        empty = DeltaSegment.empty(*self._buffers.vectors.shape[1:], 0, self.device)
         for capacity in capacities:
-            slots = capacity // TOKENS_PER_DOC_SLOT
-            arrays = jax.device_put(
-                (np.zeros((capacity, dim), np.float32), np.full(capacity, slots, np.int32),
-                 np.zeros(slots, bool)),
-                self.device,
-            )  # fmt: skip
+            arrays = empty._padded(capacity)  # what a segment of that step places, all padding
             for batch, tokens, dim in batches:
                 q = np.zeros((batch, tokens, dim), np.float32)
                 mask = np.ones((batch, tokens), bool)
