@@ -97,7 +97,7 @@ def attend_einsum(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> 
     On XLA's CPU backend the logits, mask, exp, row sums, value product and division fuse into
     one kernel per layer and the [B, A, T, S] probabilities are never transposed or written out
     more than once: measured against `jax.nn.dot_product_attention` on MiniLM (32 x 180 tokens),
-    attention fell from about a quarter of the forward pass's CPU time to a tenth
+    attention fell from about a quarter of the forward pass's CPU time to about a sixth
     (docs/ENCODERS.md). Dividing the [B, A, T, E] product by the row sums does T * E divisions
     where normalising the probabilities first does T * S.
     """
