@@ -1,5 +1,5 @@
 """How search latency (the default, WARP-style) and memory grow with the corpus: synthetic clustered token vectors
-at 1e5, 1e6 and 1e7 vectors (dim 128, nbits 2).
+at 1e5, 1e6, 1e7 (and with --max-size 1e8, 1e8) vectors (dim 128, nbits 2).
 
     python benchmarks/index_scaling.py [--max-size 10000000] [--queries 64]
 
@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
-import platform
 import resource
 import sys
 import tempfile
@@ -39,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engines import timed_per_query, write_report
+from engines import loadavg, machine, timed_per_query, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "index_scaling.json"
@@ -182,6 +180,7 @@ def measure(size: int, queries_count: int, exact_max: int, memory_budget: int | 
         if not open_only:
             row.update(_search_figures(index, samples, queries_count, exact_max))
     row["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    row["loadavg"] = loadavg()
     return row
 
 
@@ -219,7 +218,11 @@ def main() -> int:
     parser.add_argument("--open-only", action="store_true", help="open time and bytes only")
     args = parser.parse_args()
     budget = int(args.memory_budget) if args.build == "build_index" else None
-    sizes = [s for s in (100_000, 1_000_000, 10_000_000) if args.min_size <= s <= args.max_size]
+    sizes = [
+        s
+        for s in (100_000, 1_000_000, 10_000_000, 100_000_000)
+        if args.min_size <= s <= args.max_size
+    ]
     rows = []
     print(f"{'vectors':>10}{'docs':>8}{'C':>7}{'build s':>9}{'open s':>8}{'disk B/v':>9}"
           f"{'dev B/v':>8}{'dev MB':>8}{'search 1q':>10}{'search bat':>10}{'exact bat':>10}"
@@ -248,11 +251,7 @@ def main() -> int:
             f"size^{after['search_ms_batched_growth_exponent']:.2f} (batched)"
         )
     report = {
-        "machine": {
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "settings": {
             "dim": DIM,
             "nbits": NBITS,

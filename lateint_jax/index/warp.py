@@ -320,8 +320,10 @@ def chunk_size(rows: int) -> int:
 def best_per_token(query, cells, cell_scores, query_mask, token_arrays, table,
                    num_docs: int) -> jax.Array:  # fmt: skip
     """Stage 2's gather and first reduction: score every token under the probed cells of
-    this shard (centroid score + residual lookups) and keep, per (query token, document), the
-    best -> [Q, num_docs] (-inf where the token found nothing in that document)."""
+    this shard (centroid score + residual lookups) and keep, per (document, query token), the
+    best -> [num_docs, Q] (-inf where the token found nothing in that document). Documents are
+    the major axis so that the sum over query tokens reads contiguous rows: token-major, that
+    sum strides across the whole array and cost about 6 ns per cell at 1e5 documents."""
     cell_offsets, token_docs, token_residuals = token_arrays
     num_tokens, nprobe = cells.shape
     starts = cell_offsets[cells].reshape(-1)
@@ -336,21 +338,21 @@ def best_per_token(query, cells, cell_scores, query_mask, token_arrays, table,
         token_of = which // nprobe
         index = (token_of[:, None] * width + jnp.arange(width)[None, :]) * 256 + packed
         scores = take(centroid_part, which) + take(lookup, index).sum(-1)
-        flat = token_of * (num_docs + 1) + jnp.minimum(docs, num_docs)  # 1-d: faster scatter
+        flat = jnp.minimum(docs, num_docs) * num_tokens + token_of  # 1-d: faster scatter
         return best.at[flat].max(scores)
 
-    start = jnp.full((num_tokens * (num_docs + 1),), -jnp.inf)
+    start = jnp.full(((num_docs + 1) * num_tokens,), -jnp.inf)
     chunk = chunk_size(token_docs.shape[0])
     best = over_ranges(starts, sizes.reshape(-1), chunk, step, start)
-    return best.reshape(num_tokens, num_docs + 1)[:, :num_docs]
+    return best.reshape(num_docs + 1, num_tokens)[:num_docs]
 
 
 def document_scores(best, imputed, query_mask, allowed) -> jax.Array:
-    """Stage 2's second reduction: best [Q, n] per (query token, document) -> per document
+    """Stage 2's second reduction: best [n, Q] per (document, query token) -> per document
     the sum over real query tokens, imputing where a token found nothing (a document with no
     probed token at all scores the sum of the imputations). -> [n] (-inf where not allowed)."""
-    per_token = jnp.where(jnp.isfinite(best), best, imputed[:, None])
-    total = jnp.where(query_mask[:, None], per_token, 0.0).sum(0)
+    per_token = jnp.where(jnp.isfinite(best), best, imputed[None, :])
+    total = jnp.where(query_mask[None, :], per_token, 0.0).sum(1)
     return jnp.where(allowed, total, -jnp.inf)
 
 
