@@ -151,3 +151,46 @@ def test_crossing_a_step_compiles_before_the_snapshot_exists(arrays, rng):
     hits = served.search(queries(rng, count=2), k=5)
     assert compilations.count() == before
     assert len(hits) == 2 and all(len(row) == 5 for row in hits)
+
+
+def assert_live_view(index, expected: set[str], probed: set[str], note: str) -> None:
+    """Membership of every probed id, the live count and the live ids match `expected`."""
+    wrong = sorted(i for i in probed | expected if (i in index) != (i in expected))
+    assert not wrong, f"membership wrong for {wrong[:5]}; {note}"
+    assert index.num_live == len(expected), note
+    assert sorted(index.live_ids) == sorted(expected), note
+
+
+def test_the_live_view_follows_writes_and_compaction(arrays, seed, rng):
+    """`id in index` and `num_live` (what the engine reads per request instead of a set of
+    every id) after adds, deletes of main and segment documents, replacements and a
+    compaction swap; every older snapshot keeps its own view (tombstoned copies share the
+    main index's id map); subset searches of the written ids see the same set."""
+    note = seed_note(seed)
+    docs = new_docs(seed + 3, 8)
+    snapshots = [(ColBERTIndex(copy.copy(arrays)).writable(), set(arrays.doc_ids))]
+    probed = set(arrays.doc_ids) | {f"n-{n}" for n in range(8)} | {"never"}
+
+    def write(removed, added):
+        index, live = snapshots[-1]
+        live = (live - set(removed)) | set(added)
+        snapshots.append((index.with_writes(removed, added), live))
+
+    write([], {"n-0": docs[0], "n-1": docs[1], "n-2": docs[2]})
+    write(["doc-4", "n-1"], {})  # a main and a segment delete
+    write(["doc-9", "n-2"], {"doc-9": docs[3], "n-2": docs[4], "n-3": docs[5]})  # replaced
+    compacted_from = snapshots[-1][0]
+    merged = compacted_from.merge()
+    write(["doc-10", "n-0"], {"n-4": docs[6]})  # meanwhile
+    rebased = snapshots[-1][0].rebased(merged, compacted_from)
+    snapshots.append((rebased, snapshots[-1][1]))
+    write(["n-3", "doc-9"], {"n-1": docs[7]})  # after the swap: merged and re-added ids
+    for number, (index, live) in enumerate(snapshots):
+        assert_live_view(index, live, probed, f"snapshot {number}; {note}")
+    index, live = snapshots[-1]
+    assert "doc-4" not in merged and "n-2" in merged and "n-0" in merged, note
+    with pytest.raises(InputError, match="subset_ids not in the index"):
+        index.search(queries(rng, count=1), k=3, subset_ids=["n-1", "doc-10"])
+    subset = ["n-1", "n-2", "n-4", "doc-9" if "doc-9" in live else "doc-11"]
+    hits = index.search(queries(rng, count=2), k=10, subset_ids=subset)
+    assert all({i for i, _ in row} == set(subset) for row in hits), note
