@@ -14,7 +14,7 @@ from lateint_jax.errors import InputError
 from lateint_jax.index.base import SearchShape
 from lateint_jax.index.build import build_index
 from lateint_jax.index.colbert_index import ColBERTIndex
-from lateint_jax.index.delta import MIN_CAPACITY
+from lateint_jax.index.delta import MIN_CAPACITY, UPLOAD_BLOCK
 from tests.conftest import seed_note
 from tests.synthetic import synthetic_docs
 
@@ -194,3 +194,26 @@ def test_the_live_view_follows_writes_and_compaction(arrays, seed, rng):
     subset = ["n-1", "n-2", "n-4", "doc-9" if "doc-9" in live else "doc-11"]
     hits = index.search(queries(rng, count=2), k=10, subset_ids=subset)
     assert all({i for i, _ in row} == set(subset) for row in hits), note
+
+
+def test_a_write_updates_the_placed_segment_in_place_of_a_full_upload(arrays, seed):
+    """Each snapshot's device arrays, grown by writing only the new tokens into its parent's
+    (several update blocks for a long write, the last block running past the capacity), equal
+    a full padded upload of the same segment; the parent's arrays stay as they were."""
+    note = seed_note(seed)
+    served = ColBERTIndex(copy.copy(arrays)).writable()
+    rng = np.random.default_rng(seed)
+    lengths = [3, UPLOAD_BLOCK + 7, 2 * UPLOAD_BLOCK, 5]
+    docs = [rng.normal(size=(n, DIM)).astype(np.float32) for n in lengths]
+    tail = MIN_CAPACITY - sum(lengths) - 4  # ends 4 tokens short of the step: last block drops
+    docs.append(rng.normal(size=(tail, DIM)).astype(np.float32))
+    snapshots = [served]
+    for n, doc in enumerate(docs):
+        removed = ["w-1"] if n == 3 else []
+        snapshots.append(snapshots[-1].with_writes(removed, {f"w-{n}": doc}))
+    assert snapshots[-1].delta.capacity == MIN_CAPACITY, note
+    for number, snapshot in enumerate(snapshots):
+        delta = snapshot.delta
+        placed, full = delta._device_arrays(), delta._padded(delta.capacity)
+        for got, want in zip(placed, full):
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=f"{number}")
