@@ -12,7 +12,9 @@ appending into buffers shared between successive segments (each knows its own le
 write copies only what it adds. On the device the tokens are padded to a capacity that grows in
 power-of-two steps (`capacity_for`): the scoring program depends only on the capacity and the
 query batch shape, so writes recompile nothing until the segment crosses a step, and the owner
-warms a step before any search can reach it (`warmup`).
+warms a step before any search can reach it (`warmup`). A placed segment's successor within
+the same step writes only its new tokens into a device copy (`write_rows`), and one with
+tombstones only replaces the live mask: a write uploads what it adds, not the segment.
 
 Shapes: B queries, Q query tokens, D dim, M tokens, n documents, R residual bytes.
 """
@@ -32,6 +34,17 @@ MIN_CAPACITY = 4096  # tokens of the smallest step
 TOKENS_PER_DOC_SLOT = 16  # a step of M tokens has M / 16 document slots
 SCORE_BLOCK = 2048  # tokens scored per loop step (bounds the [tokens, B, Q] similarities)
 UPLOAD_BLOCK = 512  # tokens a write sends to the device per update call (MIN_CAPACITY's 1/8)
+# Whether a write updates the placed segment on the device (sending its own tokens) instead
+# of placing the padded segment afresh; None: on accelerators only. On the CPU backend
+# `device_put` of the padded host array is nearly free (it aliases the buffer) while the
+# device-side copy an update makes is not (docs/SERVING.md has the measurement).
+UPDATE_ON_DEVICE: bool | None = None
+
+
+def updates_on_device(device=None) -> bool:
+    if UPDATE_ON_DEVICE is not None:
+        return UPDATE_ON_DEVICE
+    return (device or jax.devices()[0]).platform != "cpu"
 
 
 def capacity_for(tokens: int, docs: int) -> int:
@@ -198,7 +211,8 @@ class DeltaSegment:
             np.concatenate([self.live, np.ones(len(doc_ids), bool)]),
             self.device,
         )
-        if self._placed is not None and segment.capacity == self.capacity:
+        if (self._placed is not None and segment.capacity == self.capacity
+                and updates_on_device(self.device)):  # fmt: skip
             segment._placed = segment._with_rows_placed(self._placed, start)
         return segment
 
@@ -300,9 +314,10 @@ class DeltaSegment:
             rows = np.zeros((UPLOAD_BLOCK, arrays[0].shape[1]), np.float32)
             row_docs = np.full(UPLOAD_BLOCK, capacity // TOKENS_PER_DOC_SLOT, np.int32)
             for update in (write_rows, write_rows_in_place):  # a write's device update
-                copied = update(*arrays[:2], rows, row_docs, np.int32(0))
-                arrays = (*jax.block_until_ready(copied), arrays[2])
-                calls += 1
+                if updates_on_device(self.device):
+                    copied = update(*arrays[:2], rows, row_docs, np.int32(0))
+                    arrays = (*jax.block_until_ready(copied), arrays[2])
+                    calls += 1
             for batch, tokens, dim in batches:
                 q = np.zeros((batch, tokens, dim), np.float32)
                 mask = np.ones((batch, tokens), bool)

@@ -11,6 +11,7 @@ import pytest
 
 from lateint_jax import compilations
 from lateint_jax.errors import InputError
+from lateint_jax.index import delta as delta_module
 from lateint_jax.index.base import SearchShape
 from lateint_jax.index.build import build_index
 from lateint_jax.index.colbert_index import ColBERTIndex
@@ -196,12 +197,16 @@ def test_the_live_view_follows_writes_and_compaction(arrays, seed, rng):
     assert all({i for i, _ in row} == set(subset) for row in hits), note
 
 
-def test_a_write_updates_the_placed_segment_in_place_of_a_full_upload(arrays, seed):
-    """Each snapshot's device arrays, grown by writing only the new tokens into its parent's
-    (several update blocks for a long write, the last block running past the capacity), equal
-    a full padded upload of the same segment; the parent's arrays stay as they were."""
+def test_a_write_updates_the_placed_segment_in_place_of_a_full_upload(arrays, seed, monkeypatch):
+    """With updates on the device (the default on accelerators), each snapshot's device
+    arrays, grown by writing only the new tokens into its parent's (several update blocks for
+    a long write, the last block running past the capacity), equal a full padded upload of the
+    same segment, and every snapshot keeps its own; after warm-up nothing compiles."""
     note = seed_note(seed)
+    monkeypatch.setattr(delta_module, "UPDATE_ON_DEVICE", True)
     served = ColBERTIndex(copy.copy(arrays)).writable()
+    served.warmup([SearchShape(batch=2, k=5, query_tokens=8)])
+    before = compilations.count()
     rng = np.random.default_rng(seed)
     lengths = [3, UPLOAD_BLOCK + 7, 2 * UPLOAD_BLOCK, 5]
     docs = [rng.normal(size=(n, DIM)).astype(np.float32) for n in lengths]
@@ -212,6 +217,7 @@ def test_a_write_updates_the_placed_segment_in_place_of_a_full_upload(arrays, se
         removed = ["w-1"] if n == 3 else []
         snapshots.append(snapshots[-1].with_writes(removed, {f"w-{n}": doc}))
     assert snapshots[-1].delta.capacity == MIN_CAPACITY, note
+    assert compilations.count() == before, f"a write compiled after warm-up; {note}"
     for number, snapshot in enumerate(snapshots):
         delta = snapshot.delta
         placed, full = delta._device_arrays(), delta._padded(delta.capacity)
