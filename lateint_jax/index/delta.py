@@ -12,9 +12,10 @@ appending into buffers shared between successive segments (each knows its own le
 write copies only what it adds. On the device the tokens are padded to a capacity that grows in
 power-of-two steps (`capacity_for`): the scoring program depends only on the capacity and the
 query batch shape, so writes recompile nothing until the segment crosses a step, and the owner
-warms a step before any search can reach it (`warmup`). A placed segment's successor within
-the same step writes only its new tokens into a device copy (`write_rows`), and one with
-tombstones only replaces the live mask: a write uploads what it adds, not the segment.
+warms a step before any search can reach it (`warmup`). On accelerators a placed segment's
+successor within the same step writes only its new tokens into a device copy (`write_rows`,
+`UPDATE_ON_DEVICE`): a write uploads what it adds, not the segment. One with tombstones only
+replaces the live mask.
 
 Shapes: B queries, Q query tokens, D dim, M tokens, n documents, R residual bytes.
 """
