@@ -108,13 +108,14 @@ class Index(abc.ABC):
 
     def _set_up(self) -> None:
         """Everything derived from `arrays` that requests read, computed once per change: the
-        placement, then the live mask and count and the live mask on the devices."""
+        placement, the id -> row map (built on first use), then the live mask and count and the
+        live mask on the devices."""
         self._place()
+        self._id_rows: dict[str, int] | None = None
         self._set_live()
 
     def _set_live(self) -> None:
         """What follows from `arrays.deleted` alone (a tombstone changes only this)."""
-        self._row: dict[str, int] | None = None
         self._live = ~np.asarray(self.arrays.deleted, bool)
         self._live_count = int(self._live.sum())
         self._live_device = self._sharded_mask(self._live)
@@ -143,7 +144,9 @@ class Index(abc.ABC):
         return self._live_count
 
     def __contains__(self, doc_id: str) -> bool:
-        return doc_id in self._rows()
+        """Whether `doc_id` is live: one dict lookup and one mask read, however many documents
+        the index holds (a tombstoned copy shares the map, `_id_to_row`)."""
+        return self._live_row(doc_id) is not None
 
     def stats(self) -> dict:
         """What /stats and `lateint` report about the index."""
@@ -157,23 +160,30 @@ class Index(abc.ABC):
         }
 
     # ------------------------------------------------------------------ shared helpers
-    def _rows(self) -> dict[str, int]:
-        """id -> row of every live document."""
-        if self._row is None:
-            self._row = {i: n for n, i in enumerate(self.arrays.doc_ids) if self._live[n]}
-        return self._row
+    def _id_to_row(self) -> dict[str, int]:
+        """id -> row of every stored document, deleted ones included (ids are unique among
+        the rows: re-adding a deleted id compacts first). It depends on the rows alone, so
+        copies that differ only in tombstones share it."""
+        if self._id_rows is None:
+            self._id_rows = {i: n for n, i in enumerate(self.arrays.doc_ids)}
+        return self._id_rows
+
+    def _live_row(self, doc_id: str) -> int | None:
+        """The row of a live document, None for an id not live."""
+        row = self._id_to_row().get(doc_id)
+        return row if row is not None and self._live[row] else None
 
     def _subset_mask(self, subset_ids) -> np.ndarray:
         """[N] bool of the live documents, restricted to `subset_ids` when given."""
         if subset_ids is None:
             return self._live
         ids = set(check_ids(subset_ids, "subset_ids"))
-        rows = self._rows()
-        missing = sorted(i for i in ids if i not in rows)
+        rows = {i: self._live_row(i) for i in ids}
+        missing = sorted(i for i, row in rows.items() if row is None)
         if missing:
             raise InputError(f"subset_ids not in the index: {', '.join(map(repr, missing[:5]))}")
         mask = np.zeros(self._live.shape[0], bool)
-        mask[[rows[i] for i in ids]] = True
+        mask[list(rows.values())] = True
         return mask
 
     def _allowed_on_devices(self, allowed: np.ndarray, subset_ids) -> jax.Array:

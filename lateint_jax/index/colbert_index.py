@@ -330,10 +330,9 @@ class ColBERTIndex(Index):
     # ------------------------------------------------------------------ contents
     def document_vectors(self, doc_id: str) -> np.ndarray:
         """The stored (decompressed, L2-normalised) token vectors of one document: [T, D]."""
-        rows = self._rows()
-        if doc_id not in rows:
+        n = self._live_row(doc_id)
+        if n is None:
             raise InputError(f"document id {doc_id!r} is not in the index")
-        n = rows[doc_id]
         start, stop = self.arrays.doc_offsets[n], self.arrays.doc_offsets[n + 1]
         return self.decompress_tokens(*self.arrays.tokens_at(np.arange(start, stop)))
 
@@ -362,8 +361,9 @@ class ColBERTIndex(Index):
         """A copy with these live documents deleted that shares this index's placement: only
         the live mask changes (no re-layout). Their tokens stay on the devices, masked out of
         every search, until the next re-layout."""
-        marked = copy.copy(self)
-        deleted = tombstone(self.arrays.doc_ids, self.arrays.deleted, check_ids(doc_ids, "delete"))
+        ids = check_ids(doc_ids, "delete")
+        deleted = tombstone(self.arrays.doc_ids, self.arrays.deleted, ids, self._live_row)
+        marked = copy.copy(self)  # after the lookups: the copy shares the id -> row map
         marked.arrays = self.arrays.replace(deleted=deleted)
         marked._set_live()
         return marked

@@ -12,7 +12,10 @@ appending into buffers shared between successive segments (each knows its own le
 write copies only what it adds. On the device the tokens are padded to a capacity that grows in
 power-of-two steps (`capacity_for`): the scoring program depends only on the capacity and the
 query batch shape, so writes recompile nothing until the segment crosses a step, and the owner
-warms a step before any search can reach it (`warmup`).
+warms a step before any search can reach it (`warmup`). On accelerators a placed segment's
+successor within the same step writes only its new tokens into a device copy (`write_rows`,
+`UPDATE_ON_DEVICE`): a write uploads what it adds, not the segment. One with tombstones only
+replaces the live mask.
 
 Shapes: B queries, Q query tokens, D dim, M tokens, n documents, R residual bytes.
 """
@@ -31,6 +34,18 @@ from lateint_jax import shapes
 MIN_CAPACITY = 4096  # tokens of the smallest step
 TOKENS_PER_DOC_SLOT = 16  # a step of M tokens has M / 16 document slots
 SCORE_BLOCK = 2048  # tokens scored per loop step (bounds the [tokens, B, Q] similarities)
+UPLOAD_BLOCK = 512  # tokens a write sends to the device per update call (MIN_CAPACITY's 1/8)
+# Whether a write updates the placed segment on the device (sending its own tokens) instead
+# of placing the padded segment afresh; None: on accelerators only. On the CPU backend
+# `device_put` of the padded host array is nearly free (it aliases the buffer) while the
+# device-side copy an update makes is not (docs/SERVING.md has the measurement).
+UPDATE_ON_DEVICE: bool | None = None
+
+
+def updates_on_device(device=None) -> bool:
+    if UPDATE_ON_DEVICE is not None:
+        return UPDATE_ON_DEVICE
+    return (device or jax.devices()[0]).platform != "cpu"
 
 
 def capacity_for(tokens: int, docs: int) -> int:
@@ -65,6 +80,23 @@ def segment_maxsim(queries, query_mask, vectors, token_docs, allowed):
     best, _ = jax.lax.scan(step, start, jnp.arange(steps) * block)
     total = jnp.where(query_mask[None], best[:slots], 0.0).sum(-1)  # [n, B]
     return jnp.where(allowed[:, None], total, -jnp.inf).T
+
+
+def _write_rows(vectors, token_docs, rows, row_docs, start):
+    """vectors [M, D], token_docs [M] with rows [UPLOAD_BLOCK, D], row_docs [UPLOAD_BLOCK]
+    written from token `start` on (rows past M dropped) -> the updated pair."""
+    at = start + jnp.arange(rows.shape[0], dtype=jnp.int32)
+    return (
+        vectors.at[at].set(rows, mode="drop", indices_are_sorted=True, unique_indices=True),
+        token_docs.at[at].set(row_docs, mode="drop", indices_are_sorted=True,
+                              unique_indices=True),
+    )  # fmt: skip
+
+
+# The first block of a write copies the served arrays (a search may hold them); later blocks
+# update that private copy in place.
+write_rows = jax.jit(_write_rows)
+write_rows_in_place = jax.jit(_write_rows, donate_argnums=(0, 1))
 
 
 @dataclass(frozen=True)
@@ -173,19 +205,26 @@ class DeltaSegment:
         buffers.token_docs[start:stop] = np.repeat(
             np.arange(self.num_docs, self.num_docs + len(doc_ids), dtype=np.int32), lengths
         )
-        return DeltaSegment(
+        segment = DeltaSegment(
             buffers,
             np.concatenate([self.doc_offsets, start + np.asarray(doc_offsets[1:], np.int64)]),
             self.doc_ids + list(doc_ids),
             np.concatenate([self.live, np.ones(len(doc_ids), bool)]),
             self.device,
         )
+        if (self._placed is not None and segment.capacity == self.capacity
+                and updates_on_device(self.device)):  # fmt: skip
+            segment._placed = segment._with_rows_placed(self._placed, start)
+        return segment
 
     def without(self, doc_ids: Sequence[str]) -> DeltaSegment:
         """This segment with live documents tombstoned."""
         live = self.live.copy()
         live[[self._row[i] for i in doc_ids]] = False
-        return DeltaSegment(self._buffers, self.doc_offsets, self.doc_ids, live, self.device)
+        segment = DeltaSegment(self._buffers, self.doc_offsets, self.doc_ids, live, self.device)
+        if self._placed is not None:  # the tokens on the device stay; only the mask changes
+            segment._placed = (*self._placed[:2], segment._live_placed())
+        return segment
 
     def dropped_first(self, count: int) -> DeltaSegment:
         """The segment without its first `count` documents (compacted into the main index)."""
@@ -220,6 +259,30 @@ class DeltaSegment:
             self._placed = self._padded(self.capacity)
         return self._placed
 
+    def _live_placed(self) -> jax.Array:
+        """[capacity / 16] bool on the device: the live document slots."""
+        live = np.zeros(self.capacity // TOKENS_PER_DOC_SLOT, bool)
+        live[: self.num_docs] = self.live
+        return jax.device_put(live, self.device)
+
+    def _with_rows_placed(self, placed, start: int):
+        """`placed`, the device arrays of this segment's first `start` tokens (at this
+        capacity), with the tokens from `start` on written in, UPLOAD_BLOCK tokens per call:
+        a write sends only its own tokens to the device, and nothing new is compiled
+        (`warmup` compiles both calls at each step)."""
+        vectors, token_docs, _ = placed
+        dim = self._buffers.vectors.shape[1]
+        slots = self.capacity // TOKENS_PER_DOC_SLOT
+        for number, block in enumerate(range(start, self.num_tokens, UPLOAD_BLOCK)):
+            stop = min(block + UPLOAD_BLOCK, self.num_tokens)
+            rows = np.zeros((UPLOAD_BLOCK, dim), np.float32)
+            rows[: stop - block] = self._buffers.vectors[block:stop]
+            row_docs = np.full(UPLOAD_BLOCK, slots, np.int32)
+            row_docs[: stop - block] = self._buffers.token_docs[block:stop]
+            update = write_rows if number == 0 else write_rows_in_place
+            vectors, token_docs = update(vectors, token_docs, rows, row_docs, np.int32(block))
+        return vectors, token_docs, self._live_placed()
+
     def _padded(self, capacity: int):
         slots = capacity // TOKENS_PER_DOC_SLOT
         m = self.num_tokens
@@ -249,6 +312,13 @@ class DeltaSegment:
         empty = DeltaSegment.empty(*self._buffers.vectors.shape[1:], 0, self.device)
         for capacity in capacities:
             arrays = empty._padded(capacity)  # what a segment of that step places, all padding
+            rows = np.zeros((UPLOAD_BLOCK, arrays[0].shape[1]), np.float32)
+            row_docs = np.full(UPLOAD_BLOCK, capacity // TOKENS_PER_DOC_SLOT, np.int32)
+            for update in (write_rows, write_rows_in_place):  # a write's device update
+                if updates_on_device(self.device):
+                    copied = update(*arrays[:2], rows, row_docs, np.int32(0))
+                    arrays = (*jax.block_until_ready(copied), arrays[2])
+                    calls += 1
             for batch, tokens, dim in batches:
                 q = np.zeros((batch, tokens, dim), np.float32)
                 mask = np.ones((batch, tokens), bool)

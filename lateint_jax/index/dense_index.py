@@ -111,7 +111,7 @@ class DenseIndex(Index):
 
     def document_vectors(self, doc_id: str) -> np.ndarray:
         """The stored vector of one live document, as [1, H]."""
-        row = self._rows().get(doc_id)
+        row = self._live_row(doc_id)
         if row is None:
             raise InputError(f"document id {doc_id!r} is not in the index")
         return np.asarray(self.arrays.vectors[row : row + 1], np.float32)
@@ -132,7 +132,9 @@ class DenseIndex(Index):
 
     def delete(self, doc_ids: Sequence[str]) -> None:
         """Delete documents by id (every id must be live); save() to persist."""
-        deleted = tombstone(self.arrays.doc_ids, self.arrays.deleted, check_ids(doc_ids, "delete"))
+        deleted = tombstone(
+            self.arrays.doc_ids, self.arrays.deleted, check_ids(doc_ids, "delete"), self._live_row
+        )
         self._changed(dataclasses.replace(self.arrays, deleted=deleted))
 
     def _write(self, target: Path) -> None:

@@ -125,8 +125,8 @@ class SegmentedIndex:
         R = D * nbits / 8 byte lookups each: counting a lookup as a multiply-add,
         16 x 48 x 1/4 = 193 segment tokens at the size below (2 bits), left out. So a segment
         at the bound adds at most about one main search's multiply-adds to every search (up
-        to two once padded to its power-of-two step), and it is re-uploaded at most that big
-        per write; in time it adds less, its scoring being one dense matmul (SERVING.md has
+        to two once padded to its power-of-two step), and it is placed afresh (CPU) or
+        copied on the device (accelerators) at most that big per write; in time it adds less, its scoring being one dense matmul (SERVING.md has
         the measurement). The bound is at least the smallest step (`delta.MIN_CAPACITY`),
         which is scored in full however empty it is.
 

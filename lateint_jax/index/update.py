@@ -112,19 +112,26 @@ def add_documents(
     return append_coded(arrays, *coded, ids)
 
 
-def tombstone(doc_ids: Sequence[str], deleted: np.ndarray, ids: Sequence[str]) -> np.ndarray:
-    """A new [N] deleted mask with `ids` marked; every id must name a distinct live document."""
+def tombstone(
+    doc_ids: Sequence[str], deleted: np.ndarray, ids: Sequence[str], live_row=None
+) -> np.ndarray:
+    """A new [N] deleted mask with `ids` marked; every id must name a distinct live document.
+    `live_row(id)` -> row or None (an index's own lookup) spares building an id map of all N
+    rows."""
     ids = list(ids)
     if not ids:
         raise InputError("no document ids to delete")
-    position = {doc_id: n for n, doc_id in enumerate(doc_ids) if not deleted[n]}
-    missing = [i for i in ids if i not in position]
+    if live_row is None:
+        position = {doc_id: n for n, doc_id in enumerate(doc_ids) if not deleted[n]}
+        live_row = position.get
+    rows = [live_row(i) for i in ids]
+    missing = [i for i, row in zip(ids, rows) if row is None]
     if missing:
         raise InputError(f"ids not in the index: {', '.join(map(repr, missing[:5]))}")
     if len(set(ids)) != len(ids):
         raise InputError("duplicate ids in the delete request")
     marked = np.array(deleted, bool)
-    marked[[position[i] for i in ids]] = True
+    marked[rows] = True
     return marked
 
 

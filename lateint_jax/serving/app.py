@@ -171,13 +171,13 @@ def create_app(
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "documents": len(engine.doc_ids)}
+        return {"status": "ok", "documents": engine.num_live}
 
     @api.get("/stats")
     async def service_stats():
         return {
             **stats.snapshot(),
-            "documents": len(engine.doc_ids),
+            "documents": engine.num_live,
             "index_bytes": info.get("index_bytes"),
             "index_dir": info.get("index_dir"),
             "model": info.get("model"),

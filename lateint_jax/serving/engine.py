@@ -87,10 +87,8 @@ class SearchEngine:
         self.default_depth = default_depth if reranker is not None else None
         self.k_buckets = tuple(sorted(k_buckets))
         self.max_batch = max_batch
-        self.doc_ids = index.live_ids
-        self._known = set(self.doc_ids)
         # k above the largest bucket is refused; max_k trims buckets (a faster warm-up).
-        self.max_k = min(max_k or LIMITS.max_k, LIMITS.max_k, len(self.doc_ids))
+        self.max_k = min(max_k or LIMITS.max_k, LIMITS.max_k, index.num_live)
         self.k_buckets = tuple(b for b in self.k_buckets if b < self.max_k) + (self.max_k,)
         self._setup_index_side()
         self.first_stage = Batcher(
@@ -142,7 +140,7 @@ class SearchEngine:
             self.reranker.warmup()
         if self.encoder.explains:
             step("explanations")
-            self.decompressed(self.doc_ids[0])
+            self.decompressed(next(iter(self.index.live_ids)))
             sample = np.zeros((self.encoder.query_maxlen, self.encoder.dim), np.float32)
             for n in self.explain_buckets:
                 self._aligned(sample, [np.zeros((1, self.encoder.dim), np.float32)] * n)
@@ -162,20 +160,29 @@ class SearchEngine:
 
     # ---------------------------------------------------------------- batch functions
     def replace_index(self, index: Index) -> None:
-        """Serve `index` from the next batch on (call with `index_lock` held)."""
+        """Serve `index` from the next batch on (call with `index_lock` held). The live ids
+        are the index's own (`id in index`, `index.num_live`): nothing here grows with it."""
         self.index = index
-        self.doc_ids = index.live_ids
-        self._known = set(self.doc_ids)
         self.generation += 1
+
+    @property
+    def doc_ids(self) -> list[str]:
+        """The live ids, in the index's order (O(documents): not for the request path)."""
+        return self.index.live_ids
+
+    @property
+    def num_live(self) -> int:
+        """How many documents searches can return now."""
+        return self.index.num_live
 
     def is_live(self, doc_id: str) -> bool:
         """Whether searches can return `doc_id` now."""
-        return doc_id in self._known
+        return doc_id in self.index
 
     def _first_stage_batch(self, items: list[QueryItem]) -> list[FirstStage]:
         embeddings = self.encoder.encode_queries([item.text for item in items])
         with self.index_lock:  # one consistent view of the index, its ids and the metadata
-            index, known, generation = self.index, self._known, self.generation
+            index, generation = self.index, self.generation
             matching = {
                 item.filter: self.documents.matching_ids(item.filter)
                 for item in items
@@ -187,10 +194,14 @@ class SearchEngine:
             groups.setdefault((item.subset, item.filter), []).append(row)
         for (subset, where), rows in groups.items():
             if subset is not None or where is not None:
-                # Ids deleted since the request was checked drop out, as filters' ids do.
-                allowed = matching[where] & known if where is not None else known
-                subset = tuple(i for i in (subset or allowed) if i in allowed)
-            limit = len(subset) if subset is not None else len(known)
+                # Ids deleted since the request was checked drop out, as filters' ids do;
+                # `index` (a snapshot) is the live set this batch searches.
+                if where is not None:
+                    allowed = {i for i in matching[where] if i in index}
+                    subset = tuple(i for i in (subset or allowed) if i in allowed)
+                else:
+                    subset = tuple(i for i in subset if i in index)
+            limit = len(subset) if subset is not None else index.num_live
             if limit == 0:
                 for row in rows:
                     hits[row] = []
@@ -226,7 +237,8 @@ class SearchEngine:
     def check_ids(self, ids: list[str] | None) -> tuple[str, ...] | None:
         if ids is None:
             return None
-        unknown = [i for i in ids if i not in self._known]
+        index = self.index
+        unknown = [i for i in ids if i not in index]
         if unknown:
             shown = ", ".join(repr(i) for i in unknown[:5])
             more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""

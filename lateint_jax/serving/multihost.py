@@ -48,6 +48,9 @@ class CoordinatedIndex:
     def __getattr__(self, name):
         return getattr(self.index, name)
 
+    def __contains__(self, doc_id: str) -> bool:  # dunders bypass __getattr__
+        return doc_id in self.index
+
     def search(self, queries, k: int = 10, *, subset_ids=None, ncells=None):
         queries = np.ascontiguousarray(queries, np.float32)
         if queries.ndim not in (2, 3):

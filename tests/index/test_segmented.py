@@ -11,10 +11,11 @@ import pytest
 
 from lateint_jax import compilations
 from lateint_jax.errors import InputError
+from lateint_jax.index import delta as delta_module
 from lateint_jax.index.base import SearchShape
 from lateint_jax.index.build import build_index
 from lateint_jax.index.colbert_index import ColBERTIndex
-from lateint_jax.index.delta import MIN_CAPACITY
+from lateint_jax.index.delta import MIN_CAPACITY, UPLOAD_BLOCK
 from tests.conftest import seed_note
 from tests.synthetic import synthetic_docs
 
@@ -151,3 +152,74 @@ def test_crossing_a_step_compiles_before_the_snapshot_exists(arrays, rng):
     hits = served.search(queries(rng, count=2), k=5)
     assert compilations.count() == before
     assert len(hits) == 2 and all(len(row) == 5 for row in hits)
+
+
+def assert_live_view(index, expected: set[str], probed: set[str], note: str) -> None:
+    """Membership of every probed id, the live count and the live ids match `expected`."""
+    wrong = sorted(i for i in probed | expected if (i in index) != (i in expected))
+    assert not wrong, f"membership wrong for {wrong[:5]}; {note}"
+    assert index.num_live == len(expected), note
+    assert sorted(index.live_ids) == sorted(expected), note
+
+
+def test_the_live_view_follows_writes_and_compaction(arrays, seed, rng):
+    """`id in index` and `num_live` (what the engine reads per request instead of a set of
+    every id) after adds, deletes of main and segment documents, replacements and a
+    compaction swap; every older snapshot keeps its own view (tombstoned copies share the
+    main index's id map); subset searches of the written ids see the same set."""
+    note = seed_note(seed)
+    docs = new_docs(seed + 3, 8)
+    snapshots = [(ColBERTIndex(copy.copy(arrays)).writable(), set(arrays.doc_ids))]
+    probed = set(arrays.doc_ids) | {f"n-{n}" for n in range(8)} | {"never"}
+
+    def write(removed, added):
+        index, live = snapshots[-1]
+        live = (live - set(removed)) | set(added)
+        snapshots.append((index.with_writes(removed, added), live))
+
+    write([], {"n-0": docs[0], "n-1": docs[1], "n-2": docs[2]})
+    write(["doc-4", "n-1"], {})  # a main and a segment delete
+    write(["doc-9", "n-2"], {"doc-9": docs[3], "n-2": docs[4], "n-3": docs[5]})  # replaced
+    compacted_from = snapshots[-1][0]
+    merged = compacted_from.merge()
+    write(["doc-10", "n-0"], {"n-4": docs[6]})  # meanwhile
+    rebased = snapshots[-1][0].rebased(merged, compacted_from)
+    snapshots.append((rebased, snapshots[-1][1]))
+    write(["n-3", "doc-9"], {"n-1": docs[7]})  # after the swap: merged and re-added ids
+    for number, (index, live) in enumerate(snapshots):
+        assert_live_view(index, live, probed, f"snapshot {number}; {note}")
+    index, live = snapshots[-1]
+    assert "doc-4" not in merged and "n-2" in merged and "n-0" in merged, note
+    with pytest.raises(InputError, match="subset_ids not in the index"):
+        index.search(queries(rng, count=1), k=3, subset_ids=["n-1", "doc-10"])
+    subset = ["n-1", "n-2", "n-4", "doc-9" if "doc-9" in live else "doc-11"]
+    hits = index.search(queries(rng, count=2), k=10, subset_ids=subset)
+    assert all({i for i, _ in row} == set(subset) for row in hits), note
+
+
+def test_a_write_updates_the_placed_segment_in_place_of_a_full_upload(arrays, seed, monkeypatch):
+    """With updates on the device (the default on accelerators), each snapshot's device
+    arrays, grown by writing only the new tokens into its parent's (several update blocks for
+    a long write, the last block running past the capacity), equal a full padded upload of the
+    same segment, and every snapshot keeps its own; after warm-up nothing compiles."""
+    note = seed_note(seed)
+    monkeypatch.setattr(delta_module, "UPDATE_ON_DEVICE", True)
+    served = ColBERTIndex(copy.copy(arrays)).writable()
+    served.warmup([SearchShape(batch=2, k=5, query_tokens=8)])
+    before = compilations.count()
+    rng = np.random.default_rng(seed)
+    lengths = [3, UPLOAD_BLOCK + 7, 2 * UPLOAD_BLOCK, 5]
+    docs = [rng.normal(size=(n, DIM)).astype(np.float32) for n in lengths]
+    tail = MIN_CAPACITY - sum(lengths) - 4  # ends 4 tokens short of the step: last block drops
+    docs.append(rng.normal(size=(tail, DIM)).astype(np.float32))
+    snapshots = [served]
+    for n, doc in enumerate(docs):
+        removed = ["w-1"] if n == 3 else []
+        snapshots.append(snapshots[-1].with_writes(removed, {f"w-{n}": doc}))
+    assert snapshots[-1].delta.capacity == MIN_CAPACITY, note
+    assert compilations.count() == before, f"a write compiled after warm-up; {note}"
+    for number, snapshot in enumerate(snapshots):
+        delta = snapshot.delta
+        placed, full = delta._device_arrays(), delta._padded(delta.capacity)
+        for got, want in zip(placed, full):
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=f"{number}")

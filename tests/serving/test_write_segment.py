@@ -200,3 +200,54 @@ def test_a_segment_past_its_token_bound_compacts_beside_searches(paths, seed):
         if name not in ("compaction", "segment-warmup")
     }
     assert not any(request_path.values()), f"compiled on the request path: {request_path}; {note}"
+
+
+def test_the_engines_live_set_follows_writes_and_compactions(paths, seed):
+    """The engine reads the served snapshot's own live set (no copy of every id): after
+    writes, deletes, a replacement and a compaction swap, `is_live`, the document count of
+    /health, GET /documents/{id}, `ids` checks and filtered or `ids` searches all agree."""
+    rng = np.random.default_rng(seed)
+    note = seed_note(seed)
+    engine, info = engine_for(paths, "--writable", "--compact-every", "5")
+    with client_for(engine, info) as client:
+        live = set(engine.doc_ids)
+        main_id = min(live)
+
+        def check(step: str) -> None:
+            where = f"after {step}; {seed_note(seed)}"
+            for doc_id in sorted(live | {"v-0", "v-1", "v-2", "v-3", main_id}):
+                assert engine.is_live(doc_id) == (doc_id in live), f"{doc_id} {where}"
+                indexed = client.get(f"/documents/{doc_id}").json().get("indexed", False)
+                assert indexed == (doc_id in live), f"{doc_id} {where}"
+            assert client.get("/health").json()["documents"] == len(live), where
+            written = sorted(i for i in live if i.startswith("v-"))
+            found = search(client, "reef", filter={"field": "lang", "eq": "v"})
+            assert sorted(i for i, _ in found) == written, where
+            if written:
+                found = search(client, "reef", ids=written)
+                assert sorted(i for i, _ in found) == written, where
+            gone = sorted({"v-0", "v-1", "v-2", "v-3", main_id} - live)
+            if gone:
+                response = client.post("/search", json={"query": "reef", "ids": gone[:1]})
+                assert response.status_code == 422 and "unknown" in response.text, where
+
+        check("start")
+        for n in range(3):
+            body = {"id": f"v-{n}", "text": text(rng, n), "metadata": {"lang": "v"}}
+            assert client.post("/documents", json=body).status_code == 200, note
+            live.add(f"v-{n}")
+        check("adds")
+        assert client.delete("/documents/v-1").status_code == 200, note
+        assert client.delete(f"/documents/{main_id}").status_code == 200, note
+        live -= {"v-1", main_id}
+        check("deletes")
+        body = {"id": "v-2", "text": text(rng, 7), "metadata": {"lang": "v"}}
+        assert client.post("/documents", json=body).status_code == 200, note  # replaced
+        engine.writer.wait_for_background()
+        assert engine.writer.compactions >= 1, note  # 5 writes: compacted and swapped in
+        check("a replacement and a compaction")
+        body = {"id": "v-3", "text": text(rng, 3), "metadata": {"lang": "v"}}
+        assert client.post("/documents", json=body).status_code == 200, note
+        assert client.delete("/documents/v-0").status_code == 200, note
+        live = (live | {"v-3"}) - {"v-0"}
+        check("writes after the compaction")
