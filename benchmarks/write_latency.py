@@ -56,6 +56,16 @@ SHAPES = [SearchShape(batch=4, k=10, query_tokens=32)]
 RESULTS = Path(__file__).parent / "results" / "write_latency.json"
 
 
+def index_description(arrays) -> dict:
+    return {
+        "documents": arrays.num_docs,
+        "vectors": int(arrays.num_embeddings),
+        "dim": DIM,
+        "nbits": arrays.nbits,
+        "centroids": arrays.num_centroids,
+    }
+
+
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -180,13 +190,7 @@ def compare_versions(args, arrays) -> None:
         "what": "ms per single-document write of the served index: with_writes + "
         "engine.replace_index (no encoding, no SQLite); old vs new library, interleaved",
         "old": args.compare_with,
-        "index": {
-            "documents": arrays.num_docs,
-            "vectors": int(arrays.num_embeddings),
-            "dim": DIM,
-            "nbits": arrays.nbits,
-            "centroids": arrays.num_centroids,
-        },
+        "index": index_description(arrays),
         "writes_per_stream": args.writes,
         "machine": f"{platform.node()} {os.cpu_count()} cpus",
         "runs": runs,
@@ -245,13 +249,7 @@ def main() -> None:
     ]  # fmt: skip
     result = {
         "what": "ms per single-document write, index step only (no encoding, no SQLite)",
-        "index": {
-            "documents": arrays.num_docs,
-            "vectors": int(arrays.num_embeddings),
-            "dim": DIM,
-            "nbits": arrays.nbits,
-            "centroids": arrays.num_centroids,
-        },
+        "index": index_description(arrays),
         "writes_per_stream": args.writes,
         "request_shapes": [vars(s) for s in SHAPES],
         "machine": f"{platform.node()} {os.cpu_count()} cpus",
