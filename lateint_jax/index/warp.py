@@ -11,7 +11,8 @@ Stages (after WARP, Scheerer et al., SIGIR 2025, which builds on XTR's imputatio
      contribution. The contribution is a sum over the R packed residual bytes of a per-query
      table [Q, R, 256] (query . bucket values of the dimensions a byte value encodes), so a
      token costs R lookups and no decompression. Per (query token, document) the best score is
-     kept, then summed over query tokens (two-stage reduction, missing ones imputed);
+     kept, then summed over query tokens (two-stage reduction, missing ones imputed), one query
+     token at a time over [n] arrays that only the touched documents' entries change;
   3. rerank: the `rerank` best documents over all shards are decompressed and scored with
      exact MaxSim; with rerank=0 the stage-2 scores are final. A document's tokens are found
      from its centroid ids (`doc_codes`, in document order, ascending within each document):
@@ -317,43 +318,59 @@ def chunk_size(rows: int) -> int:
     return min(CHUNK, shapes.power_of_two(max(rows, 1), MIN_CHUNK))
 
 
-def best_per_token(query, cells, cell_scores, query_mask, token_arrays, table,
-                   num_docs: int) -> jax.Array:  # fmt: skip
-    """Stage 2's gather and first reduction: score every token under the probed cells of
-    this shard (centroid score + residual lookups) and keep, per (document, query token), the
-    best -> [num_docs, Q] (-inf where the token found nothing in that document). Documents are
-    the major axis so that the sum over query tokens reads contiguous rows: token-major, that
-    sum strides across the whole array and cost about 6 ns per cell at 1e5 documents."""
+def token_chunk_size(rows: int, cells: int, nprobe: int) -> int:
+    """Slots per step over one query token's probed lists: the power of two at or below what
+    a token probes on average (nprobe lists of rows / cells tokens), within [MIN_CHUNK, CHUNK],
+    so the padded last step of each token wastes at most about as much as it does."""
+    mean = max(1, nprobe * rows // max(cells, 1))
+    return min(CHUNK, max(MIN_CHUNK, 1 << (mean.bit_length() - 1)))
+
+
+def sparse_document_scores(query, cells, cell_scores, imputed, query_mask, token_arrays, table,
+                           num_docs: int) -> jax.Array:  # fmt: skip
+    """Stage 2 with work that follows the tokens probed, not the shard's documents: a
+    document's score is the sum of the imputations plus, per query token that found it, its
+    best score there minus that token's imputation. One query token at a time: its probed
+    tokens scatter their best into `best` [n + 1] (pass 1), then a second pass over the same
+    slots adds each touched document's gain to `total` [n + 1] and resets `best` there, so no
+    [n, Q] array exists and nothing but the touched entries is reset. Duplicate documents in
+    one step write identical values (read before the step), so each counts once -> [n]."""
     cell_offsets, token_docs, token_residuals = token_arrays
     num_tokens, nprobe = cells.shape
-    starts = cell_offsets[cells].reshape(-1)
-    sizes = jnp.where(query_mask[:, None], cell_offsets[cells + 1] - cell_offsets[cells], 0)
-    lookup = residual_lookup(query, table).reshape(-1)
-    centroid_part = cell_scores.reshape(-1)
+    starts = cell_offsets[cells]
+    sizes = jnp.where(query_mask[:, None], cell_offsets[cells + 1] - starts, 0)
+    lookup = residual_lookup(query, table)  # [Q, R, 256]
     width = token_residuals.shape[1]
+    chunk = token_chunk_size(token_docs.shape[0], cell_offsets.shape[0] - 1, nprobe)
+    byte_base = jnp.arange(width, dtype=jnp.int32)[None, :] * 256
 
-    def step(best, position, which, real):
-        docs = jnp.where(real, take(token_docs, position), num_docs)
-        packed = take(token_residuals, position).astype(jnp.int32)  # [chunk, R]
-        token_of = which // nprobe
-        index = (token_of[:, None] * width + jnp.arange(width)[None, :]) * 256 + packed
-        scores = take(centroid_part, which) + take(lookup, index).sum(-1)
-        flat = jnp.minimum(docs, num_docs) * num_tokens + token_of  # 1-d: faster scatter
-        return best.at[flat].max(scores)
+    def one_token(t, carry):
+        token_lookup = jax.lax.dynamic_index_in_dim(lookup, t, keepdims=False).reshape(-1)
+        token_cells = jax.lax.dynamic_index_in_dim(cell_scores, t, keepdims=False)
+        token_starts = jax.lax.dynamic_index_in_dim(starts, t, keepdims=False)
+        token_sizes = jax.lax.dynamic_index_in_dim(sizes, t, keepdims=False)
+        imputation = jax.lax.dynamic_index_in_dim(imputed, t, keepdims=False)
 
-    start = jnp.full(((num_docs + 1) * num_tokens,), -jnp.inf)
-    chunk = chunk_size(token_docs.shape[0])
-    best = over_ranges(starts, sizes.reshape(-1), chunk, step, start)
-    return best.reshape(num_docs + 1, num_tokens)[:num_docs]
+        def keep_best(state, position, which, real):
+            total, best = state
+            docs = jnp.where(real, take(token_docs, position).astype(jnp.int32), num_docs)
+            packed = take(token_residuals, position).astype(jnp.int32)
+            scores = take(token_cells, which) + take(token_lookup, byte_base + packed).sum(-1)
+            return total, best.at[docs].max(scores)
 
+        def add_gain(state, position, which, real):
+            total, best = state
+            docs = jnp.where(real, take(token_docs, position).astype(jnp.int32), num_docs)
+            found = take(best, docs)
+            gain = jnp.where(jnp.isfinite(found), found - imputation, 0.0)
+            return total.at[docs].set(take(total, docs) + gain), best.at[docs].set(-jnp.inf)
 
-def document_scores(best, imputed, query_mask, allowed) -> jax.Array:
-    """Stage 2's second reduction: best [n, Q] per (document, query token) -> per document
-    the sum over real query tokens, imputing where a token found nothing (a document with no
-    probed token at all scores the sum of the imputations). -> [n] (-inf where not allowed)."""
-    per_token = jnp.where(jnp.isfinite(best), best, imputed[None, :])
-    total = jnp.where(query_mask[None, :], per_token, 0.0).sum(1)
-    return jnp.where(allowed, total, -jnp.inf)
+        carry = over_ranges(token_starts, token_sizes, chunk, keep_best, carry)
+        return over_ranges(token_starts, token_sizes, chunk, add_gain, carry)
+
+    start = (jnp.zeros((num_docs + 1,)), jnp.full((num_docs + 1,), -jnp.inf))
+    total, _ = jax.lax.fori_loop(0, num_tokens, one_token, start)
+    return total[:num_docs] + jnp.where(query_mask, imputed, 0.0).sum()
 
 
 def lower_bound(values, lo, hi, target) -> jax.Array:
@@ -450,8 +467,9 @@ def _approximate(queries, query_mask, allowed, codec, token_arrays, *, statics, 
         def stages12(args):
             query, mask = args
             cells, cell_scores, imputed = (a[0] for a in best_cells(query[None], centroids, nprobe))
-            best = best_per_token(query, cells, cell_scores, mask, token_arrays, table, per_shard)
-            return document_scores(best, imputed, mask, allowed)
+            scores = sparse_document_scores(query, cells, cell_scores, imputed, mask,
+                                            token_arrays, table, per_shard)  # fmt: skip
+            return jnp.where(allowed, scores, -jnp.inf)
 
         nothing = jnp.full((per_shard,), -jnp.inf)
         approx = jax.lax.map(_skip_padding_rows(stages12, nothing), (queries, query_mask))

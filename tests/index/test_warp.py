@@ -61,6 +61,32 @@ def test_stage_two_scores_are_maxsim_over_undecompressed_tokens(corpus, index, r
         np.testing.assert_allclose([s for _, s in hit], row[best], rtol=1e-5, atol=1e-5)
 
 
+def test_stage_two_with_imputation_over_thousands_of_documents(seed):
+    """A partial probe over a shard of more than 2,048 documents (uint16 document numbers; at
+    32 query tokens an index of document x token overflowed 16 bits there once) must score
+    each document as WARP defines it: per query token, the best unnormalised MaxSim over the
+    document's tokens under the token's probed centroids, else the best unprobed centroid's
+    score; summed. The reference is numpy over every stored token."""
+    docs = clustered_docs(2200, dim=32, topics=64, seed=seed)
+    arrays = build_index(docs, [f"doc-{i}" for i in range(len(docs))], progress=False)
+    index = ColBERTIndex(arrays, devices=jax.devices()[:1])
+    queries = queries_like(docs, 3, length=32, seed=seed)
+    vectors, codes = unnormalised_vectors(arrays), np.asarray(arrays.codes)
+    offsets = arrays.doc_offsets
+    nprobe = 3
+    for query, hit in zip(queries, index.search(queries, k=30, nprobe=nprobe, rerank=0)):
+        centroid_scores = query @ arrays.centroids.T  # [Q, C]
+        ranked = np.argsort(-centroid_scores, axis=1)
+        imputed = centroid_scores[np.arange(len(query)), ranked[:, nprobe]]
+        probed = (ranked[:, :nprobe][:, :, None] == codes[None, None, :]).any(1)  # [Q, M]
+        sims = np.where(probed.T, vectors @ query.T, -np.inf)
+        best = np.maximum.reduceat(sims, offsets[:-1], axis=0)
+        expected = np.where(np.isfinite(best), best, imputed[None, :]).sum(1)
+        top = np.argsort(-expected, kind="stable")[:30]
+        np.testing.assert_allclose([s for _, s in hit], expected[top], rtol=1e-5, atol=1e-4)
+        assert {f"doc-{i}" for i in top[:20]} <= {d for d, _ in hit}
+
+
 def test_reranked_search_equals_exact_search_when_everything_is_probed(corpus, index, seed):
     queries = queries_like(corpus[0], 12, seed=seed)
     exact = index.exact_search(queries, k=10)
