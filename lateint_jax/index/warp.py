@@ -11,8 +11,9 @@ Stages (after WARP, Scheerer et al., SIGIR 2025, which builds on XTR's imputatio
      contribution. The contribution is a sum over the R packed residual bytes of a per-query
      table [Q, R, 256] (query . bucket values of the dimensions a byte value encodes), so a
      token costs R lookups and no decompression. Per (query token, document) the best score is
-     kept, then summed over query tokens (two-stage reduction, missing ones imputed), one query
-     token at a time over [n] arrays that only the touched documents' entries change;
+     kept, then summed over query tokens (two-stage reduction, missing ones imputed): in one
+     [n, Q] buffer for a small shard, else one query token at a time over [n] arrays of which
+     only the touched documents' entries change;
   3. rerank: the `rerank` best documents over all shards are decompressed and scored with
      exact MaxSim; with rerank=0 the stage-2 scores are final. A document's tokens are found
      from its centroid ids (`doc_codes`, in document order, ascending within each document):
@@ -52,6 +53,9 @@ DOC_MULTIPLE = 16  # documents per shard are a multiple of this, as in plaid
 MIN_CHUNK = 256
 TOKEN_WIDTH_STEPS = 16
 CHUNK = 4096  # slots per step of stages 2 and 3 (see chunk_size)
+# Largest [n, Q] buffer stage 2 reduces densely (see stage_two_scores). Measured on synthetic
+# shards (docs/SEARCH.md): dense ~8% faster at 5,000 documents x 32 tokens, equal at 100,000.
+DENSE_CELLS = 1 << 22
 
 
 def take(array: jax.Array, index: jax.Array) -> jax.Array:
@@ -318,6 +322,56 @@ def chunk_size(rows: int) -> int:
     return min(CHUNK, shapes.power_of_two(max(rows, 1), MIN_CHUNK))
 
 
+def best_per_token(query, cells, cell_scores, query_mask, token_arrays, table,
+                   num_docs: int) -> jax.Array:  # fmt: skip
+    """Stage 2's gather and first reduction: score every token under the probed cells of
+    this shard (centroid score + residual lookups) and keep, per (document, query token), the
+    best -> [num_docs, Q] (-inf where the token found nothing in that document). Documents are
+    the major axis so that the sum over query tokens reads contiguous rows: token-major, that
+    sum strides across the whole array and cost about 6 ns per cell at 1e5 documents."""
+    cell_offsets, token_docs, token_residuals = token_arrays
+    num_tokens, nprobe = cells.shape
+    starts = cell_offsets[cells].reshape(-1)
+    sizes = jnp.where(query_mask[:, None], cell_offsets[cells + 1] - cell_offsets[cells], 0)
+    lookup = residual_lookup(query, table).reshape(-1)
+    centroid_part = cell_scores.reshape(-1)
+    width = token_residuals.shape[1]
+
+    def step(best, position, which, real):
+        docs = jnp.where(real, take(token_docs, position), num_docs)
+        packed = take(token_residuals, position).astype(jnp.int32)  # [chunk, R]
+        token_of = which // nprobe
+        index = (token_of[:, None] * width + jnp.arange(width)[None, :]) * 256 + packed
+        scores = take(centroid_part, which) + take(lookup, index).sum(-1)
+        flat = jnp.minimum(docs.astype(jnp.int32), num_docs) * num_tokens + token_of  # 1-d
+        return best.at[flat].max(scores)
+
+    start = jnp.full(((num_docs + 1) * num_tokens,), -jnp.inf)
+    chunk = chunk_size(token_docs.shape[0])
+    best = over_ranges(starts, sizes.reshape(-1), chunk, step, start)
+    return best.reshape(num_docs + 1, num_tokens)[:num_docs]
+
+
+def dense_document_scores(best, imputed, query_mask) -> jax.Array:
+    """Stage 2's second reduction: best [n, Q] per (document, query token) -> per document
+    the sum over real query tokens, imputing where a token found nothing (a document with no
+    probed token at all scores the sum of the imputations) -> [n]."""
+    per_token = jnp.where(jnp.isfinite(best), best, imputed[None, :])
+    return jnp.where(query_mask[None, :], per_token, 0.0).sum(1)
+
+
+def stage_two_scores(query, cells, cell_scores, imputed, query_mask, token_arrays, table,
+                     num_docs: int) -> jax.Array:  # fmt: skip
+    """Stage 2 -> [n] document scores, by the dense reduction while its [n, Q] buffer is at
+    most DENSE_CELLS (one pass over the probed tokens, faster there), else the sparse one
+    (work and memory follow the probed tokens). Both give the same scores."""
+    if (num_docs + 1) * query.shape[0] <= DENSE_CELLS:
+        best = best_per_token(query, cells, cell_scores, query_mask, token_arrays, table, num_docs)
+        return dense_document_scores(best, imputed, query_mask)
+    return sparse_document_scores(query, cells, cell_scores, imputed, query_mask, token_arrays,
+                                  table, num_docs)  # fmt: skip
+
+
 def token_chunk_size(rows: int, cells: int, nprobe: int) -> int:
     """Slots per step over one query token's probed lists: the power of two at or below what
     a token probes on average (nprobe lists of rows / cells tokens), within [MIN_CHUNK, CHUNK],
@@ -467,8 +521,8 @@ def _approximate(queries, query_mask, allowed, codec, token_arrays, *, statics, 
         def stages12(args):
             query, mask = args
             cells, cell_scores, imputed = (a[0] for a in best_cells(query[None], centroids, nprobe))
-            scores = sparse_document_scores(query, cells, cell_scores, imputed, mask,
-                                            token_arrays, table, per_shard)  # fmt: skip
+            scores = stage_two_scores(query, cells, cell_scores, imputed, mask, token_arrays,
+                                      table, per_shard)  # fmt: skip
             return jnp.where(allowed, scores, -jnp.inf)
 
         nothing = jnp.full((per_shard,), -jnp.inf)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lateint_jax import sharding
 from lateint_jax.codec.bitpack import byte_table
 from lateint_jax.errors import InputError
 from lateint_jax.index import warp
@@ -66,7 +67,8 @@ def test_stage_two_with_imputation_over_thousands_of_documents(seed):
     32 query tokens an index of document x token overflowed 16 bits there once) must score
     each document as WARP defines it: per query token, the best unnormalised MaxSim over the
     document's tokens under the token's probed centroids, else the best unprobed centroid's
-    score; summed. The reference is numpy over every stored token."""
+    score; summed. The reference is numpy over every stored token; the search reduces densely
+    (a small shard), and the sparse reduction is checked against the dense one."""
     docs = clustered_docs(2200, dim=32, topics=64, seed=seed)
     arrays = build_index(docs, [f"doc-{i}" for i in range(len(docs))], progress=False)
     index = ColBERTIndex(arrays, devices=jax.devices()[:1])
@@ -85,6 +87,25 @@ def test_stage_two_with_imputation_over_thousands_of_documents(seed):
         top = np.argsort(-expected, kind="stable")[:30]
         np.testing.assert_allclose([s for _, s in hit], expected[top], rtol=1e-5, atol=1e-4)
         assert {f"doc-{i}" for i in top[:20]} <= {d for d, _ in hit}
+    assert_reductions_agree(arrays, queries, nprobe)
+
+
+def assert_reductions_agree(arrays, queries, nprobe):
+    """The dense and the sparse stage-2 reductions score every document alike."""
+    shards = warp.place(arrays, sharding.data_mesh(jax.devices()[:1]))
+    token_arrays = tuple(a[0] for a in shards.token_arrays)
+    centroids, table = warp.centroids_and_table(
+        (shards.centroids, shards.centroid_scales, shards.bucket_weights)
+    )
+    n = shards.docs_per_shard
+    for query in jnp.asarray(queries):
+        mask = jnp.ones(query.shape[0], bool).at[-5:].set(False)
+        cells, scores, imputed = (a[0] for a in warp.best_cells(query[None], centroids, nprobe))
+        best = warp.best_per_token(query, cells, scores, mask, token_arrays, table, n)
+        dense = warp.dense_document_scores(best, imputed, mask)
+        sparse = warp.sparse_document_scores(query, cells, scores, imputed, mask, token_arrays,
+                                             table, n)  # fmt: skip
+        np.testing.assert_allclose(np.asarray(sparse), np.asarray(dense), rtol=1e-5, atol=1e-4)
 
 
 def test_reranked_search_equals_exact_search_when_everything_is_probed(corpus, index, seed):
