@@ -85,6 +85,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="seconds in-flight requests get to finish after SIGTERM/SIGINT",
     )
     parser.add_argument(
+        "--keep-alive",
+        type=int,
+        default=65,
+        help="seconds an idle HTTP connection stays open; longer than clients keep idle "
+        "pooled connections (httpx 5 s), so none sends on a connection being closed",
+    )
+    parser.add_argument(
         "--no-compile-cache",
         action="store_true",
         help="do not keep compiled programs in $LATEINT_CACHE/xla (restarts then compile again)",
@@ -261,6 +268,7 @@ def run_uvicorn(args, log, wrap_index=None) -> int:
         port=args.port,
         log_level="info",
         timeout_graceful_shutdown=args.graceful_timeout,
+        timeout_keep_alive=args.keep_alive,
     )
     print(banner(args.host, args.port, engine.reranker is not None, access.has_key), flush=True)
     GracefulServer(config).run()

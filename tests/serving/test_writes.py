@@ -4,6 +4,7 @@ all, searches go on during writes, and a restart (with or without a clean shutdo
 same documents. The last test SIGKILLs a real `serve.py` during a stream of writes."""
 
 import argparse
+import http.client
 import random
 import shutil
 import signal
@@ -317,6 +318,25 @@ def present_state(client: httpx.Client, doc_id: str) -> int | None:
     return version
 
 
+def assert_idle_connection_stays_open(port: int, idle_seconds: float) -> None:
+    """A kept-alive connection left idle longer than httpx keeps pooled ones (5 s) still
+    answers: the server must not close it first (uvicorn's own default is 5 s, and a client
+    sending as the server closes gets a read error)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        for attempt in range(2):
+            if attempt:
+                time.sleep(idle_seconds)
+            connection.request("GET", "/health")
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200
+    except (http.client.RemoteDisconnected, ConnectionError) as err:
+        raise AssertionError(f"the server closed a connection idle for {idle_seconds} s") from err
+    finally:
+        connection.close()
+
+
 def test_sigkill_during_writes_loses_no_acknowledged_write(paths, seed, tmp_path):
     rng = random.Random(seed)
     kill_after = rng.randint(2, 12)  # acknowledged writes before the kill (or a time limit)
@@ -374,6 +394,7 @@ def test_sigkill_during_writes_loses_no_acknowledged_write(paths, seed, tmp_path
                 for doc_id in {i for s in streams for i in s.acked}
                 if (body := client.get(f"/documents/{doc_id}").json()).get("text")
             }
+        assert_idle_connection_stays_open(port, idle_seconds=6)
     finally:
         restarted.send_signal(signal.SIGTERM)  # a clean shutdown saves the index
         if restarted.wait(120) != 0:
