@@ -54,7 +54,7 @@ MIN_CHUNK = 256
 TOKEN_WIDTH_STEPS = 16
 CHUNK = 4096  # slots per step of stages 2 and 3 (see chunk_size)
 # Largest [n, Q] buffer stage 2 reduces densely (see stage_two_scores). Measured on synthetic
-# shards (docs/SEARCH.md): dense ~8% faster at 5,000 documents x 32 tokens, equal at 100,000.
+# shards (docs/SEARCH.md): dense ~7% faster at 5,000 documents x 32 tokens, equal at 100,000.
 DENSE_CELLS = 1 << 22
 
 
@@ -398,6 +398,9 @@ def sparse_document_scores(query, cells, cell_scores, imputed, query_mask, token
     chunk = token_chunk_size(token_docs.shape[0], cell_offsets.shape[0] - 1, nprobe)
     byte_base = jnp.arange(width, dtype=jnp.int32)[None, :] * 256
 
+    def slot_docs(position, real):  # padded slots land on the spare entry n
+        return jnp.where(real, take(token_docs, position).astype(jnp.int32), num_docs)
+
     def one_token(t, carry):
         token_lookup = jax.lax.dynamic_index_in_dim(lookup, t, keepdims=False).reshape(-1)
         token_cells = jax.lax.dynamic_index_in_dim(cell_scores, t, keepdims=False)
@@ -407,14 +410,14 @@ def sparse_document_scores(query, cells, cell_scores, imputed, query_mask, token
 
         def keep_best(state, position, which, real):
             total, best = state
-            docs = jnp.where(real, take(token_docs, position).astype(jnp.int32), num_docs)
+            docs = slot_docs(position, real)
             packed = take(token_residuals, position).astype(jnp.int32)
             scores = take(token_cells, which) + take(token_lookup, byte_base + packed).sum(-1)
             return total, best.at[docs].max(scores)
 
         def add_gain(state, position, which, real):
             total, best = state
-            docs = jnp.where(real, take(token_docs, position).astype(jnp.int32), num_docs)
+            docs = slot_docs(position, real)
             found = take(best, docs)
             gain = jnp.where(jnp.isfinite(found), found - imputation, 0.0)
             return total.at[docs].set(take(total, docs) + gain), best.at[docs].set(-jnp.inf)
