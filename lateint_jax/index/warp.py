@@ -15,10 +15,9 @@ Stages (after WARP, Scheerer et al., SIGIR 2025, which builds on XTR's imputatio
      [n, Q] buffer for a small shard, else one query token at a time over [n] arrays of which
      only the touched documents' entries change;
   3. rerank: the `rerank` best documents over all shards are decompressed and scored with
-     exact MaxSim; with rerank=0 the stage-2 scores are final. A document's tokens are found
-     from its centroid ids (`doc_codes`, in document order, ascending within each document):
-     the j-th of its tokens under centroid c is the j-th row of document d in c's slice, whose
-     rows are sorted by document, so two binary searches find it and no position is stored.
+     exact MaxSim; with rerank=0 the stage-2 scores are final. A document's tokens are listed
+     in document order by centroid id (`doc_codes`) and row within that centroid's slice
+     (`doc_cell_rows`), so their residuals are read without any search.
 
 Layout (`WarpShards`), per shard of documents: the shard's tokens sorted by centroid, so a
 centroid's tokens are one slice; nothing is padded to the longest document. The whole search is
@@ -52,6 +51,7 @@ from lateint_jax.index.layout import CentroidOrder, IndexArrays
 DOC_MULTIPLE = 16  # documents per shard are a multiple of this, as in plaid
 MIN_CHUNK = 256
 TOKEN_WIDTH_STEPS = 16
+TOP_K_BLOCK = 32  # columns per block of top_k_by_blocks
 CHUNK = 4096  # slots per step of stages 2 and 3 (see chunk_size)
 # Largest [n, Q] buffer stage 2 reduces densely (see stage_two_scores). Measured on synthetic
 # shards (docs/SEARCH.md): dense ~7% faster at 5,000 documents x 32 tokens, equal at 100,000.
@@ -116,7 +116,9 @@ class WarpShards:
         for padding).
     token_residuals [S, M', R] uint8.
     doc_offsets [S, n + 1] int32, doc_codes [S, M'] uint16 (C <= 65,536) or int32: document
-        d's centroid ids are doc_codes[doc_offsets[d]:doc_offsets[d + 1]], in ascending order.
+        d's centroid ids are doc_codes[doc_offsets[d]:doc_offsets[d + 1]], in ascending order;
+        doc_cell_rows [S, M'] uint16 (no centroid holds more than 65,536 tokens of a shard) or
+        int32: the row of each of those tokens within its centroid's slice.
     """
 
     mesh: Mesh
@@ -131,6 +133,7 @@ class WarpShards:
     token_residuals: jax.Array
     doc_offsets: jax.Array
     doc_codes: jax.Array
+    doc_cell_rows: jax.Array
 
     @property
     def num_centroids(self) -> int:
@@ -146,7 +149,7 @@ class WarpShards:
 
     @functools.cached_property
     def doc_arrays(self) -> tuple:
-        return (self.doc_offsets, self.doc_codes)
+        return (self.doc_offsets, self.doc_codes, self.doc_cell_rows)
 
     def device_bytes(self) -> int:
         """Bytes the layout holds on all devices together (a replicated array counts once
@@ -159,19 +162,22 @@ class WarpShards:
 def _shard_tokens(order: CentroidOrder, doc_offsets: np.ndarray, first: int, stop: int):
     """One shard's documents [first, stop) cut out of the index's centroid order, which it
     keeps (rows are sorted by centroid, then document) -> (cell counts [C], local document of
-    each token, residuals, centroid ids of the shard's tokens in document order, ascending
-    within each document). One pass over the token documents; a single shard takes the arrays
-    as they are."""
+    each token, residuals, and for the shard's tokens in document order (ascending centroid
+    within each document) their centroid ids and rows within their centroid's slice). One pass
+    over the token documents; a single shard takes the arrays as they are."""
     docs = order.token_docs
-    codes = order.cells[order.document_rows[doc_offsets[first] : doc_offsets[stop]]]
+    rows = order.document_rows[doc_offsets[first] : doc_offsets[stop]]
+    codes = order.cells[rows]
     if first == 0 and stop == doc_offsets.shape[0] - 1:
-        return np.diff(order.cell_offsets), docs, order.residuals, codes
+        cell_rows = rows - order.cell_offsets[codes]
+        return np.diff(order.cell_offsets), docs, order.residuals, codes, cell_rows
     mine = (docs >= first) & (docs < stop)
     before = np.zeros(docs.shape[0] + 1, np.int64)  # the shard's rows before each row
     np.cumsum(mine, out=before[1:])
     counts = np.diff(before[order.cell_offsets])
     taken = np.flatnonzero(mine)
-    return counts, docs[taken] - first, np.asarray(order.residuals)[taken], codes
+    cell_rows = before[rows] - before[order.cell_offsets[codes]]
+    return counts, docs[taken] - first, np.asarray(order.residuals)[taken], codes, cell_rows
 
 
 def _stacked(pieces: list[np.ndarray], width: int, fill, dtype) -> np.ndarray:
@@ -229,6 +235,10 @@ def place(arrays: IndexArrays, mesh: Mesh, slack: bool = False) -> WarpShards:
     token_residuals = _stacked([p[2] for p in parts], width, 0, np.uint8)
     code_type = np.uint16 if c <= 1 << 16 else np.int32
     doc_codes = _stacked([p[3] for p in parts], width, 0, code_type)
+    largest_cell = max(int(p[0].max(initial=0)) for p in parts)
+    doc_cell_rows = _stacked(
+        [p[4] for p in parts], width, 0, np.uint16 if largest_cell <= 1 << 16 else np.int32
+    )
     cell_offsets = np.zeros((shards, c + 1), np.int32)
     doc_offsets = np.zeros((shards, per_shard + 1), np.int32)
     for s, (counts, *_) in enumerate(parts):
@@ -253,6 +263,7 @@ def place(arrays: IndexArrays, mesh: Mesh, slack: bool = False) -> WarpShards:
         token_residuals=sharding.shard_along(token_residuals, mesh),
         doc_offsets=sharding.shard_along(doc_offsets, mesh),
         doc_codes=sharding.shard_along(doc_codes, mesh),
+        doc_cell_rows=sharding.shard_along(doc_cell_rows, mesh),
     )
 
 
@@ -267,6 +278,23 @@ def centroids_and_table(codec) -> tuple[tuple, jax.Array]:
     return (centroids, scales), residual_table(weights, nbits)
 
 
+def top_k_by_blocks(scores: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """lax.top_k over the last axis of scores [T, C], in two smaller selections: the k best
+    values lie in the k blocks of TOP_K_BLOCK columns with the best maxima, so top_k runs over
+    the C / TOP_K_BLOCK block maxima and then over those k blocks' columns (XLA's CPU top_k
+    sorts, and 4x fewer columns measured 0.45 against 0.68 ms at C = 8,192, k = 17). Same
+    values as lax.top_k; among equal values either column may be returned."""
+    tokens, columns = scores.shape
+    if columns % TOP_K_BLOCK or 4 * k * TOP_K_BLOCK > columns:
+        return jax.lax.top_k(scores, k)
+    blocks = scores.reshape(tokens, columns // TOP_K_BLOCK, TOP_K_BLOCK)
+    _, best_blocks = jax.lax.top_k(blocks.max(-1), k)  # [T, k]
+    candidates = jnp.take_along_axis(blocks, best_blocks[..., None], axis=1).reshape(tokens, -1)
+    best, where = jax.lax.top_k(candidates, k)
+    block = jnp.take_along_axis(best_blocks, where // TOP_K_BLOCK, axis=1)
+    return best, block * TOP_K_BLOCK + where % TOP_K_BLOCK
+
+
 def best_cells(queries: jax.Array, centroids: tuple, nprobe: int):
     """queries [B, Q, D], centroids (values [C, D], scales [C]) -> (cells [B, Q, nprobe] int32, their scores
     [B, Q, nprobe], imputation [B, Q]: the score of the best centroid not probed, or the worst
@@ -278,7 +306,7 @@ def best_cells(queries: jax.Array, centroids: tuple, nprobe: int):
         "TD,CD->TC", flat, values.astype(flat.dtype), preferred_element_type=jnp.float32
     )
     scores = scores * scales[None, :]  # a power of two: the same as scaling the rows
-    best, cells = jax.lax.top_k(scores, min(nprobe + 1, scores.shape[-1]))
+    best, cells = top_k_by_blocks(scores, min(nprobe + 1, scores.shape[-1]))
     best, cells = best.reshape(batch, tokens, -1), cells.reshape(batch, tokens, -1)
     probed = min(nprobe, scores.shape[-1])
     return cells[..., :probed].astype(jnp.int32), best[..., :probed], best[..., -1]
@@ -430,45 +458,19 @@ def sparse_document_scores(query, cells, cell_scores, imputed, query_mask, token
     return total[:num_docs] + jnp.where(query_mask, imputed, 0.0).sum()
 
 
-def lower_bound(values, lo, hi, target) -> jax.Array:
-    """Per slot, the first i in [lo, hi) with values[i] >= target (hi if none), values sorted
-    ascending within each range: a binary search run for all slots together until every
-    range is empty, so the steps follow the longest range of this call."""
-
-    def step(bounds):
-        lo, hi = bounds
-        mid = (lo + hi) // 2
-        below = take(values, mid).astype(target.dtype) < target
-        active = lo < hi
-        return jnp.where(active & below, mid + 1, lo), jnp.where(active & ~below, mid, hi)
-
-    return jax.lax.while_loop(lambda b: jnp.any(b[0] < b[1]), step, (lo, hi))[0]
-
-
-def token_positions(slot, doc, doc_start, token_arrays, doc_codes):
-    """Rows in the centroid order of the document-order tokens `slot` of documents `doc`
-    (their first token at `doc_start`) -> (rows, centroid ids). Token `slot` is the j-th of
-    its document under its centroid (j counted in doc_codes, ascending within the document),
-    and so the j-th row of the document in that centroid's slice (sorted by document)."""
-    cell_offsets, token_docs, _ = token_arrays
-    code = take(doc_codes, slot).astype(jnp.int32)
-    j = slot - lower_bound(doc_codes, doc_start, slot, code)
-    first = lower_bound(token_docs, take(cell_offsets, code), take(cell_offsets, code + 1), doc)
-    return first + j, code
-
-
 def exact_scores(query, query_mask, docs, mine, centroids, table, token_arrays,
                  doc_arrays) -> jax.Array:  # fmt: skip
     """Stage 3: decompress this shard's documents `docs` [r] (where `mine`) and score them with
-    exact MaxSim -> [r]. Their tokens are visited ragged, a cache-sized chunk at a time."""
-    token_residuals = token_arrays[2]
-    doc_offsets, doc_codes = doc_arrays
+    exact MaxSim -> [r]. Their tokens are visited ragged, a cache-sized chunk at a time; a
+    token's residuals are the row cell_offsets[code] + its row within the cell."""
+    cell_offsets, _, token_residuals = token_arrays
+    doc_offsets, doc_codes, doc_cell_rows = doc_arrays
     starts = doc_offsets[docs]
     lengths = jnp.where(mine, doc_offsets[docs + 1] - starts, 0)
 
     def step(best, slot, which, real):
-        rows, codes = token_positions(slot, take(docs, which), take(starts, which),
-                                      token_arrays, doc_codes)  # fmt: skip
+        codes = take(doc_codes, slot).astype(jnp.int32)
+        rows = take(cell_offsets, codes) + take(doc_cell_rows, slot).astype(jnp.int32)
         vectors = decompress_with_table(centroids, table, codes, take(token_residuals, rows))
         sims = jnp.einsum("TD,QD->TQ", vectors, query, preferred_element_type=jnp.float32)
         return best.at[jnp.where(real, which, docs.shape[0])].max(sims)

@@ -164,6 +164,7 @@ def test_device_and_disk_bytes_per_vector(tmp_path):
         m * 32  # residuals, once, in centroid order
         + m * 2  # token documents (uint16)
         + m * 2  # centroid ids in document order (uint16)
+        + m * 2  # rows within those centroids' slices (uint16)
         + c * 128  # centroids (int8 rows: int6 values on disk are exact in them)
         + c * 4  # their power-of-two scales (float32)
         + 128 * 4 * 4  # bucket weights (float32)
@@ -172,7 +173,9 @@ def test_device_and_disk_bytes_per_vector(tmp_path):
     )
     assert index.warp.centroids.dtype == jax.numpy.int8
     assert stats["device_bytes_per_token"] == pytest.approx(expected / m)
-    assert stats["device_bytes_per_token"] <= 1.10 * stats["disk_bytes_per_token"]
+    # beyond the disk's bytes the device holds 4 per vector: document-order centroid ids and
+    # rows, which let stage 3 read a document's tokens without a search
+    assert stats["device_bytes_per_token"] <= 1.20 * stats["disk_bytes_per_token"]
 
 
 def test_document_numbers_above_16_bits_are_stored_in_two_parts(tmp_path, rng, seed):

@@ -169,23 +169,19 @@ def test_layout_holds_each_token_once_in_centroid_order(corpus, index):
     arrays, shards = corpus[1], index.warp
     offsets = np.asarray(shards.cell_offsets)[0]
     assert offsets[-1] == arrays.num_embeddings
-    # document d's centroid ids, ascending, are its stored ones, and the rows stage 3 finds
-    # from them are its tokens, each once
-    doc_codes = np.asarray(shards.doc_codes)[0]
-    token_arrays = tuple(a[0] for a in shards.token_arrays)
+    # document d's centroid ids, ascending, are its stored ones, and the rows stage 3 reads
+    # (its centroid's first row + its row within the centroid) are its tokens, each once
+    doc_codes = np.asarray(shards.doc_codes)[0].astype(np.int64)
+    cell_rows = np.asarray(shards.doc_cell_rows)[0].astype(np.int64)
     docs = np.asarray(shards.token_docs)[0]
     for d in (0, 17, 299):
         start, stop = arrays.doc_offsets[d], arrays.doc_offsets[d + 1]
         assert doc_codes[start:stop].tolist() == sorted(arrays.codes[start:stop])
-        slots = jnp.arange(start, stop, dtype=jnp.int32)
-        same = jnp.full(slots.shape, d, jnp.int32)
-        rows, codes = warp.token_positions(
-            slots, same, same * 0 + start, token_arrays, shards.doc_codes[0]
-        )
-        rows = np.asarray(rows)
+        codes = doc_codes[start:stop]
+        rows = offsets[codes] + cell_rows[start:stop]
         assert len(set(rows.tolist())) == stop - start
         assert (docs[rows] == d).all()
-        assert (np.searchsorted(offsets, rows, side="right") - 1 == np.asarray(codes)).all()
+        assert (rows < offsets[codes + 1]).all()
 
 
 def test_bad_knobs_are_refused(corpus, index):
@@ -268,3 +264,17 @@ def test_a_large_subset_is_searched_by_warp_within_the_subset(corpus, index, mon
     assert all(len(row) == 5 and set(ids_of([row])[0]) <= set(subset) for row in hits), seed
     agree = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(ids_of(hits), ids_of(exact))])
     assert agree >= 0.9, f"top-5 agreement {agree} (seed {seed})"
+
+
+@pytest.mark.parametrize("columns, k", [(8192, 17), (2048, 5), (4096, 33), (1000, 5)])
+def test_top_k_by_blocks_selects_as_lax_top_k(rng, columns, k):
+    scores = jnp.asarray(rng.standard_normal((6, columns)).astype(np.float32))
+    # ties: one block holds the row's best value several times
+    scores = scores.at[0, 64:70].set(10.0)
+    best, cells = warp.top_k_by_blocks(scores, k)
+    want, want_cells = jax.lax.top_k(scores, k)
+    np.testing.assert_array_equal(np.asarray(best), np.asarray(want))
+    np.testing.assert_array_equal(
+        np.take_along_axis(np.asarray(scores), np.asarray(cells), axis=1), np.asarray(want)
+    )
+    assert (np.sort(np.asarray(cells)[1:], 1) == np.sort(np.asarray(want_cells)[1:], 1)).all()
