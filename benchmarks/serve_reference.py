@@ -3,7 +3,7 @@
     PYTHONPATH=. python benchmarks/serve_reference.py --colbert-server /tmp/colbert-server/server.py
         [--clients 1 8 32] [--duration 10] [--repeats 3] [--work /tmp/lateint-serve-reference]
         [--cache .bench-cache/scifact] [--colbert-python .bench-venvs/colbert/bin/python]
-        [--max-batch 32] [--prepare-only]
+        [--max-batch 32] [--queries N] [--prepare-only]
 
 colbert-ai's `server.py` sits at the top of the stanford-futuredata/ColBERT repository (tag
 v0.2.22), not in the pip package: fetch it yourself, run it as shipped from the path given, in
@@ -26,7 +26,9 @@ Load. Both servers run at once, each with OMP_WAIT_POLICY=PASSIVE and THREADS th
 (OMP/MKL/OpenBLAS for torch, XLA for ours). For each repetition and client level, interleaved
 (ours, then colbert-ai), N concurrent clients (httpx, one asyncio loop, this process) send the
 SciFact test queries in turn for --duration seconds at k=10: requests/s, p50 and p99 latency of
-the answered requests, errors (non-200 or transport errors), /proc/loadavg before and after.
+the answered requests, errors (non-200 or transport errors), the CPU seconds of each server
+process and of the client meanwhile (server CPU ms per answered request), /proc/loadavg before
+and after.
 colbert-ai's server memoises its answers per (query, k) string and always searches at k=100,
 then keeps k: each request spells k=10 with as many leading zeros as the query was sent before,
 so every request misses that memo and does the work of a new query.
@@ -248,20 +250,40 @@ def start_colbert(args) -> subprocess.Popen:
     return launch(command, args.work / "logs" / "colbert-ai.log", args.colbert_server.parent, env)
 
 
-def wait_ready(process: subprocess.Popen, url: str, log: Path) -> float:
-    """Seconds until `url` answers at all; SystemExit with the log's tail if the server dies."""
+def answers(url: str) -> bool:
     import httpx
 
-    started = time.monotonic()
-    while time.monotonic() - started < START_TIMEOUT_S:
-        if process.poll() is not None:
-            raise RuntimeError(f"exited with status {process.returncode}: {tail(log)}")
-        try:
-            httpx.get(url, timeout=2)
-            return round(time.monotonic() - started, 1)
-        except httpx.HTTPError:
-            time.sleep(1)
-    raise RuntimeError(f"no answer in {START_TIMEOUT_S} s: {tail(log)}")
+    try:
+        httpx.get(url, timeout=2)
+        return True
+    except httpx.HTTPError:
+        return False
+
+
+def wait_ready(started: dict, logs: Path, launched: float) -> tuple[dict, dict]:
+    """Poll the servers {name: (process, url)} until each answers at all, dies, or
+    START_TIMEOUT_S passes: ({name: seconds from `launched` to ready}, {name: why not})."""
+    pending, ready, failed = dict(started), {}, {}
+    while pending and time.monotonic() - launched < START_TIMEOUT_S:
+        for name, (process, url) in list(pending.items()):
+            if process.poll() is not None:
+                log = tail(logs / f"{name}.log")
+                failed[name] = f"exited with status {process.returncode}: {log}"
+            elif answers(url):
+                ready[name] = round(time.monotonic() - launched, 1)
+            else:
+                continue
+            del pending[name]
+        time.sleep(0.5)
+    for name in pending:
+        failed[name] = f"no answer in {START_TIMEOUT_S} s: {tail(logs / f'{name}.log')}"
+    return ready, failed
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stop(process: subprocess.Popen | None) -> None:
@@ -323,8 +345,11 @@ async def answer_all(client: Client, texts: list[str], clients: int) -> list[lis
     return found
 
 
-async def load(client: Client, texts: list[str], clients: int, duration: float) -> dict:
-    """`clients` concurrent loops sending the queries in turn for `duration` seconds."""
+async def load(
+    client: Client, texts: list[str], clients: int, duration: float, pids: dict[str, int]
+) -> dict:
+    """`clients` concurrent loops sending the queries in turn for `duration` seconds; the CPU
+    seconds each server process (`pids`) and this client process used meanwhile."""
     import httpx
 
     latencies, statuses = [], {}
@@ -346,10 +371,14 @@ async def load(client: Client, texts: list[str], clients: int, duration: float) 
     async with http_client(clients) as http:
         await asyncio.gather(*(http.get(client.open_url) for _ in range(clients)))
         before = loadavg()
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        client_before = time.process_time()
         started = time.perf_counter()
         stop_at = time.monotonic() + duration
         await asyncio.gather(*(worker(w, http, stop_at) for w in range(clients)))
         elapsed = time.perf_counter() - started
+        cpu = {name: round(cpu_seconds(pid) - cpu_before[name], 2) for name, pid in pids.items()}
+        cpu["client"] = round(time.process_time() - client_before, 2)
     ms = np.asarray(latencies or [0.0]) * 1000.0
     requests = sum(statuses.values())
     return {
@@ -360,6 +389,8 @@ async def load(client: Client, texts: list[str], clients: int, duration: float) 
         "requests_per_s": round(len(latencies) / elapsed, 2),
         "p50_ms": round(float(np.percentile(ms, 50)), 1),
         "p99_ms": round(float(np.percentile(ms, 99)), 1),
+        "cpu_s": cpu,
+        "server_cpu_ms_per_request": round(cpu[client.name] * 1000 / max(len(latencies), 1), 1),
         "loadavg_before": before,
         "loadavg_after": loadavg(),
     }
@@ -387,6 +418,9 @@ def summarise(runs: list[dict]) -> dict:
             "p50_ms": round(float(np.median([r["p50_ms"] for r in rows])), 1),
             "p99_ms": round(float(np.median([r["p99_ms"] for r in rows])), 1),
             "errors": int(sum(r["errors"] for r in rows)),
+            "server_cpu_ms_per_request": round(
+                float(np.median([r["server_cpu_ms_per_request"] for r in rows])), 1
+            ),
             "loadavg_1min": f"{min(loads):.2f}-{max(loads):.2f}",
         }
     return table
@@ -394,13 +428,14 @@ def summarise(runs: list[dict]) -> dict:
 
 def print_table(table: dict, repeats: int, duration: float) -> None:
     print(f"\nserve_reference: medians of {repeats} repetition(s), {duration:g} s per level, k={K}")
-    header = ("clients", "server", "req/s", "p50 ms", "p99 ms", "errors")
-    print("{:>7} {:<11} {:>8} {:>9} {:>9} {:>6}  loadavg".format(*header))
+    header = ("clients", "server", "req/s", "p50 ms", "p99 ms", "errors", "CPU ms/req")
+    print("{:>7} {:<11} {:>8} {:>9} {:>9} {:>6} {:>10}  loadavg".format(*header))
     for key, row in table.items():
         server, clients = key.split("/")
         print(
             f"{clients:>7} {server:<11} {row['requests_per_s']:>8} {row['p50_ms']:>9} "
-            f"{row['p99_ms']:>9} {row['errors']:>6}  {row['loadavg_1min']}"
+            f"{row['p99_ms']:>9} {row['errors']:>6} {row['server_cpu_ms_per_request']:>10}  "
+            f"{row['loadavg_1min']}"
         )
 
 
@@ -429,6 +464,7 @@ def base_report(args) -> dict:
         "duration_s": args.duration,
         "repeats_asked": args.repeats,
         "k": K,
+        "queries": args.queries or "all",
         "cache": str(args.cache),
         "colbert_server": {
             "path": str(args.colbert_server) if args.colbert_server else None,
@@ -458,24 +494,23 @@ def setup(args, meta: dict, report: dict) -> bool:
 
 def start_all(args, report: dict, with_colbert: bool) -> dict:
     """Start the servers together; {name: (process, url)} of those that answered."""
+    launched = time.monotonic()
     started = {"ours": (start_ours(args), f"http://127.0.0.1:{args.ours_port}")}
     if with_colbert:
         started["colbert-ai"] = (start_colbert(args), f"http://127.0.0.1:{args.colbert_port}")
-    report["startup_s"], up = {}, {}
-    for name, (process, url) in started.items():
-        try:
-            report["startup_s"][name] = wait_ready(process, url, args.work / "logs" / f"{name}.log")
-            up[name] = (process, url)
-        except RuntimeError as err:
-            report.setdefault("server_errors", {})[name] = str(err)
-            stop(process)
+    report["startup_s"], failed = wait_ready(started, args.work / "logs", launched)
+    if failed:
+        report["server_errors"] = failed
+    for name in failed:
+        stop(started[name][0])
+    up = {name: value for name, value in started.items() if name in report["startup_s"]}
     if "colbert-ai" in started and "colbert-ai" not in up:
         reason = report["server_errors"]["colbert-ai"]
         report["colbert_server"].update(ran=False, reason_not_run=reason)
     return up
 
 
-def measure(args, report: dict, clients: dict[str, Client], texts: list[str], meta: dict) -> None:
+def measure(args, report: dict, clients: dict[str, Client], texts, meta, pids) -> None:
     found = {}
     for name, client in clients.items():
         started = time.perf_counter()
@@ -488,8 +523,9 @@ def measure(args, report: dict, clients: dict[str, Client], texts: list[str], me
         run = {}
         for level in args.clients:
             for name, client in clients.items():
-                run[f"{name}/{level}"] = asyncio.run(load(client, texts, level, args.duration))
-                print(f"rep {rep} {name}/{level}: {json.dumps(run[f'{name}/{level}'])}", flush=True)
+                row = asyncio.run(load(client, texts, level, args.duration, pids))
+                run[f"{name}/{level}"] = row
+                print(f"rep {rep} {name}/{level}: {json.dumps(row)}", flush=True)
         runs.append(run)
         report["repeats_done"] = len(runs)
         report["table"] = summarise(runs)
@@ -505,6 +541,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per level")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--queries", type=int, default=None, help="first N test queries only")
     parser.add_argument("--check-queries", type=int, default=300, help="queries encoded by both")
     parser.add_argument("--max-batch", type=int, default=32, help="serve.py's --max-batch")
     parser.add_argument("--ours-port", type=int, default=8781)
@@ -521,7 +558,7 @@ def main() -> int:
         write_json(args.out, encode_check(args))
         return 0
     meta = json.loads((args.cache / "meta.json").read_text())
-    texts = [text for _, text in test_queries(meta)]
+    texts = [text for _, text in test_queries(meta)][: args.queries]
     report = base_report(args)
     with_colbert = setup(args, meta, report)
     print(f"setup: {json.dumps({k: report.get(k) for k in ('colbert_server', 'encode_check')})}")
@@ -534,7 +571,8 @@ def main() -> int:
             raise SystemExit(f"serve.py did not start: {report['server_errors']['ours']}")
         position = {doc_id: n for n, doc_id in enumerate(meta["doc_ids"])}
         clients = {name: Client(name, url, position) for name, (_, url) in up.items()}
-        measure(args, report, clients, texts, meta)
+        pids = {name: process.pid for name, (process, _) in up.items()}
+        measure(args, report, clients, texts, meta, pids)
     finally:
         for process, _ in up.values():
             stop(process)
