@@ -95,6 +95,10 @@ def child_env(extra: dict) -> dict:
     }
 
 
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
 def write_json(path: Path, value) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -412,7 +416,9 @@ def summarise(runs: list[dict]) -> dict:
     table = {}
     for key in runs[0]:
         rows = [run[key] for run in runs]
-        loads = [float(r[edge].split()[0]) for r in rows for edge in ("loadavg_before", "loadavg_after")]  # fmt: skip
+        loads = [
+            float(r[f"loadavg_{edge}"].split()[0]) for r in rows for edge in ("before", "after")
+        ]
         table[key] = {
             "requests_per_s": round(float(np.median([r["requests_per_s"] for r in rows])), 2),
             "p50_ms": round(float(np.median([r["p50_ms"] for r in rows])), 1),
@@ -457,7 +463,7 @@ def colbert_reason(args) -> str | None:
 def base_report(args) -> dict:
     return {
         "benchmark": "serve_reference",
-        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date_utc": utc_now(),
         "machine": machine(),
         "threads": THREADS,
         "clients": args.clients,
@@ -528,6 +534,7 @@ def measure(args, report: dict, clients: dict[str, Client], texts, meta, pids) -
                 print(f"rep {rep} {name}/{level}: {json.dumps(row)}", flush=True)
         runs.append(run)
         report["repeats_done"] = len(runs)
+        report["finished_utc"] = utc_now()
         report["table"] = summarise(runs)
         write_json(args.out, report)
 
