@@ -403,7 +403,8 @@ def write_result(args, library: list[dict], server: list[dict], stats: dict) -> 
         "library_runs": library,
         "server_runs": server,
         "server_batching": stats["batching"],
-        "reference": "colbert-ai's Flask server.py not run: see docs/SERVING.md (Load)",
+        "reference": "colbert-ai's Flask server.py runs beside ours in benchmarks/serve_reference.py "
+        "(the engines benchmark's vectors; benchmarks/results/serve_reference.json)",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".tmp")

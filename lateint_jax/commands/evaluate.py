@@ -29,7 +29,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", type=int, default=100, help="documents retrieved per query")
     parser.add_argument("--batch-size", type=int, default=64, help="queries per search call")
     parser.add_argument(
-        "--model", default=None, help="must name the index's model (default: the index's)"
+        "--model",
+        default=None,
+        help="must name the index's model (default: the index's); for an index built from "
+        "vectors, which records none, the ColBERT checkpoint that encoded them",
     )
 
 

@@ -24,7 +24,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("queries", nargs="+", metavar="query", help="query text(s)")
     parser.add_argument("-k", type=int, default=10, help="results per query (default: 10)")
     parser.add_argument(
-        "--model", default=None, help="must name the index's model (default: the index's)"
+        "--model",
+        default=None,
+        help="must name the index's model (default: the index's); for an index built from "
+        "vectors, which records none, the ColBERT checkpoint that encoded them",
     )
     parser.add_argument(
         "--corpus",

@@ -33,10 +33,17 @@ def model_meta(encoder, kind: str) -> dict:
 
 
 def check_model(metadata: dict, requested) -> str:
-    """The index's model name; InputError when `requested` (None = no preference) differs."""
+    """The name of the model that encodes this index's queries: the recorded one (InputError
+    when `requested`, None = no preference, differs), or `requested` for an index built from
+    vectors, which records none (IndexFormatError when neither exists)."""
     recorded = (metadata.get("model") or {}).get("name")
     if recorded is None:
-        raise IndexFormatError("the index metadata does not record the model it was built with")
+        if requested is None:
+            raise IndexFormatError(
+                "the index metadata does not record the model it was built with (an index "
+                "built from vectors): name the encoder of its vectors with --model"
+            )
+        return model_key(requested)
     if requested is not None and model_key(requested) != recorded:
         raise InputError(
             f"the index was built with model {recorded!r}, not {model_key(requested)!r}: "

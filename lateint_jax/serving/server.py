@@ -53,7 +53,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--model",
         help="query encoder checkpoint (local path or hub name): ColBERT for a ColBERT index, "
         "the bi-encoder for a dense one; must be the one the index records (default: that one; "
-        "for the demo, the packaged all-MiniLM-L6-v2 as ColBERT)",
+        "for the demo, the packaged all-MiniLM-L6-v2 as ColBERT); an index built from vectors "
+        "records none and needs it",
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
