@@ -26,7 +26,7 @@ library latency + 5 ms, zero errors.
 weights with a seeded, untrained classification head, via transformers in this venv): its
 scores mean nothing, its cost is that of a real MiniLM cross-encoder.
 
-Reference: colbert-ai's Flask `server.py` is not run here; see docs/SERVING.md ("Load").
+Reference: colbert-ai's Flask `server.py` runs beside ours in benchmarks/serve_reference.py.
 Writes JSON to benchmarks/results/serve_load.json.
 """
 
