@@ -10,9 +10,10 @@ from lateint_jax.models.colbert import ColBERTConfig
 def encoder_for_index(metadata: dict, requested=None):
     """Load the query encoder recorded in an index's metadata (ColBERT or BiEncoder) with the
     settings it was built with; `requested` must name the same model when given. An index
-    without a record (built from vectors) takes `requested` as a ColBERT with its own settings."""
+    without a record (built from vectors) takes `requested` with the checkpoint's own settings,
+    as the encoder of the index's kind."""
     name = check_model(metadata, requested)
-    model = metadata.get("model") or {"kind": "colbert"}
+    model = metadata.get("model") or {"kind": metadata.get("kind", "colbert")}
     checkpoint = None if name == "default" else name
     if model.get("kind") == "dense":  # the encoder's kind, in its own record
         return BiEncoder.from_pretrained(

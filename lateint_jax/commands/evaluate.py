@@ -32,7 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--model",
         default=None,
         help="must name the index's model (default: the index's); for an index built from "
-        "vectors, which records none, the ColBERT checkpoint that encoded them",
+        "vectors, which records none, the checkpoint that encoded them",
     )
 
 

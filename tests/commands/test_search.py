@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from lateint_jax import BiEncoder, ColBERT, build_dense_index, build_index
 from lateint_jax.cli import main
 
 PASSAGES = [
@@ -108,19 +109,21 @@ def test_corpus_adds_each_result_text(indexes, capsys):
     assert code == 0 and top["id"] == "1" and top["text"] == PASSAGES[1] and top["title"] == ""
 
 
-def test_an_index_built_from_vectors_searches_with_the_model_named(indexes, capsys, tmp_path):
-    """`build_index` from vectors records no model: search asks for --model, then answers as
+@pytest.mark.parametrize("kind", ["colbert", "biencoder"])
+def test_an_index_built_from_vectors_searches_with_the_model_named(indexes, capsys, tmp_path, kind):
+    """An index built from vectors records no model: search asks for --model, then answers as
     the index `lateint index` built from the same passages with the same model."""
-    from lateint_jax import ColBERT, build_index
-
-    vectors = ColBERT.from_pretrained(None).encode_documents(PASSAGES)
-    build_index(vectors, [str(i) for i in range(len(PASSAGES))], tmp_path / "vectors")
-    code, out, err = run_search(capsys, tmp_path / "vectors", "largest planet")
+    ids = [str(i) for i in range(len(PASSAGES))]
+    if kind == "colbert":
+        build_index(ColBERT.from_pretrained(None).encode_documents(PASSAGES), ids, tmp_path / "v")
+    else:
+        build_dense_index(BiEncoder.from_pretrained(None).encode(PASSAGES), ids, tmp_path / "v")
+    code, out, err = run_search(capsys, tmp_path / "v", "largest planet")
     assert code == 2 and out == "" and "--model" in err
     query = ("largest planet", "-k", "3", "--exact")
-    code, out, _ = run_search(capsys, tmp_path / "vectors", *query, "--model", "default")
+    code, out, _ = run_search(capsys, tmp_path / "v", *query, "--model", "default")
     assert code == 0
-    _, recorded, _ = run_search(capsys, indexes / "colbert", *query)
+    _, recorded, _ = run_search(capsys, indexes / kind, *query)
     assert [hit["id"] for hit in json.loads(out)["results"]] == [
         hit["id"] for hit in json.loads(recorded)["results"]
     ]
