@@ -194,18 +194,20 @@ API_KEY = "serve-load-benchmark-key"
 AUTH: dict | None = None  # the bearer header, once a writable (keyed) server runs
 
 
-def start_server(args, port: int) -> subprocess.Popen:
+def start_server(index: Path, data: Path, port: int, *, max_batch: int, max_k: int,
+                 reranker=None, writable: bool = False) -> subprocess.Popen:  # fmt: skip
+    """serve.py on `index` (writable: with a bearer key, written next to the index)."""
     command = [
-        sys.executable, str(REPO / "serve.py"), "--index", str(args.served_index),
-        "--corpus", str(args.data), "--port", str(port),
-        "--max-batch", str(args.max_batch), "--max-k", str(max(args.depths + [10])),
+        sys.executable, str(REPO / "serve.py"), "--index", str(index),
+        "--corpus", str(data), "--port", str(port),
+        "--max-batch", str(max_batch), "--max-k", str(max_k),
     ]  # fmt: skip
-    if args.reranker:
-        command += ["--reranker", str(args.reranker)]
-    if args.writes_per_s > 0:
+    if reranker:
+        command += ["--reranker", str(reranker)]
+    if writable:
         global AUTH
         AUTH = {"Authorization": f"Bearer {API_KEY}"}
-        key_file = args.served_index.parent / "api.key"
+        key_file = index.parent / "api.key"
         key_file.write_text(API_KEY)
         command += ["--writable", "--api-key-file", str(key_file)]
     process = subprocess.Popen(command, cwd=REPO, env=child_env())
@@ -460,7 +462,10 @@ def main() -> int:
         args.served_index = Path(tempfile.mkdtemp(prefix="serve_load_")) / "index"
         shutil.copytree(args.index, args.served_index)
     library, server = [], []
-    process = start_server(args, args.port)
+    process = start_server(
+        args.served_index, args.data, args.port, max_batch=args.max_batch,
+        max_k=max(args.depths + [10]), reranker=args.reranker, writable=args.writes_per_s > 0,
+    )  # fmt: skip
     url = f"http://127.0.0.1:{args.port}"
     try:
         for rep in range(args.repeats):

@@ -82,9 +82,14 @@ def main() -> int:
     texts = [dataset.queries[q] for q in query_ids]
 
     cli = evaluate_cli(args.index, args.data, k=10)
-    # start_server's knobs (shared with serve_load.py): read-only, the index in place
-    args.served_index, args.depths, args.writes_per_s = args.index, [args.max_k], 0
-    process = start_server(args, args.port)
+    process = start_server(
+        args.index,
+        args.data,
+        args.port,
+        max_batch=args.max_batch,
+        max_k=args.max_k,
+        reranker=args.reranker,
+    )
     url = f"http://127.0.0.1:{args.port}"
     try:
         started = time.perf_counter()

@@ -267,14 +267,14 @@ def test_a_large_subset_is_searched_by_warp_within_the_subset(corpus, index, mon
 
 
 @pytest.mark.parametrize("columns, k", [(8192, 17), (2048, 5), (4096, 33), (1000, 5)])
-def test_top_k_by_blocks_selects_as_lax_top_k(rng, columns, k):
+def test_top_k_by_blocks_selects_as_lax_top_k(rng, seed, columns, k):
     scores = jnp.asarray(rng.standard_normal((6, columns)).astype(np.float32))
     # ties: one block holds the row's best value several times
     scores = scores.at[0, 64:70].set(10.0)
     best, cells = warp.top_k_by_blocks(scores, k)
     want, want_cells = jax.lax.top_k(scores, k)
-    np.testing.assert_array_equal(np.asarray(best), np.asarray(want))
-    np.testing.assert_array_equal(
-        np.take_along_axis(np.asarray(scores), np.asarray(cells), axis=1), np.asarray(want)
-    )
-    assert (np.sort(np.asarray(cells)[1:], 1) == np.sort(np.asarray(want_cells)[1:], 1)).all()
+    np.testing.assert_array_equal(np.asarray(best), np.asarray(want), err_msg=f"seed {seed}")
+    picked = np.take_along_axis(np.asarray(scores), np.asarray(cells), axis=1)
+    np.testing.assert_array_equal(picked, np.asarray(want), err_msg=f"seed {seed}")
+    same = np.sort(np.asarray(cells)[1:], 1) == np.sort(np.asarray(want_cells)[1:], 1)
+    assert same.all(), f"seed {seed}"
