@@ -184,6 +184,18 @@ def test_layout_holds_each_token_once_in_centroid_order(corpus, index):
         assert (rows < offsets[codes + 1]).all()
 
 
+def test_default_depths_grow_with_k_and_yield_to_explicit_knobs():
+    """Probe and rerank depth both grow with k (as colbert-ai's ncells and ndocs do), so a
+    top-100 is not searched as shallowly as a top-10; an explicit knob wins."""
+    ks = [1, 10, 11, 100, 101, 1000, 5000]
+    params = [warp.WarpParams.defaults(k) for k in ks]
+    for (k1, a), (k2, b) in zip(zip(ks, params), zip(ks[1:], params[1:])):
+        assert a.nprobe <= b.nprobe and a.rerank <= b.rerank, (k1, a, k2, b)
+    assert params[ks.index(100)].nprobe > params[ks.index(10)].nprobe
+    assert params[-1].rerank >= 5000
+    assert warp.WarpParams.defaults(100, nprobe=3, rerank=7) == warp.WarpParams(3, 7)
+
+
 def test_bad_knobs_are_refused(corpus, index):
     query = queries_like(corpus[0], 1)[0]
     with pytest.raises(InputError, match="nprobe"):
