@@ -4,7 +4,7 @@ and numpy exact MaxSim, in one run, on the same token vectors, cores and thread 
     bash benchmarks/setup_reference_engines.sh          # once: the reference engines' venvs
     python benchmarks/engines.py [--queries 300] [--single-queries 50] [--skip ENGINE ...]
         [--ours-settings '{"defaults": {}, "wide": {"nprobe": 8}}'] [--rebuild | --rebuild-ours]
-        [--device cpu|gpu] [--build-only]
+        [--device cpu|gpu] [--build-only] [--nbits 2|4]
 
 Token vectors come from the packaged all-MiniLM-L6-v2 under colbert-ai's conventions
 (`ColBERT.from_pretrained(None, config=ColBERTConfig())`: markers, [MASK] queries, the seeded
@@ -12,7 +12,8 @@ Token vectors come from the packaged all-MiniLM-L6-v2 under colbert-ai's convent
 encoded once into the git-ignored `.bench-cache/scifact/` (doc_vectors.npy, doc_lengths.npy,
 queries.npy, meta.json). Every engine reads that cache; none encodes text.
 
-Method. Each engine builds its 2-bit index once into `.bench-cache/scifact/indexes/<engine>/`
+Method. Each engine builds its 2-bit index (`--nbits N`: N-bit, in `<engine>-nbitsN/`) once
+into `.bench-cache/scifact/indexes/<engine>/`
 (build wall and CPU seconds and the child's peak RSS kept in `<engine>.build.json` beside it;
 `--rebuild` rebuilds every index, `--rebuild-ours` ours only). Then every row (an engine at one
 setting) is timed in its own child process, interleaved (A, B, C, ..., then again) for
@@ -27,7 +28,8 @@ $LATEINT_DATA/scifact/qrels/test.tsv; ms per query one query at a time (the firs
 `--single-queries`) and batched (every query in one call, or the engine's natural batch), QPS;
 bytes per token vector on disk (every file of the index folder) and in memory (the engine's own
 figure where it has one, else the child's RSS growth from loading and warming up); the child's
-peak RSS (VmHWM, read in the child). Writes benchmarks/results/engines.json.
+peak RSS (VmHWM, read in the child). Writes benchmarks/results/engines.json
+(engines_nbits<N>.json for another --nbits).
 
 `--device gpu` times ours with the index on the GPU and fast-plaid on cuda (same indexes), and
 stops at once when no GPU is visible.
@@ -62,7 +64,7 @@ INDEXES = CACHE / "indexes"
 RESULTS = REPO / "benchmarks" / "results" / "engines.json"
 VENVS = REPO / ".bench-venvs"
 K_VALUES = (10, 100)
-NBITS = 2  # every engine compresses its residuals to 2 bits per dimension
+NBITS = 2  # every engine compresses its residuals to 2 bits per dimension unless --nbits says
 THREADS = 2
 CHILD_TIMEOUT_S = 3 * 3600
 
@@ -279,10 +281,10 @@ def set_torch_threads() -> None:
     torch.set_num_threads(THREADS)
 
 
-def build_ours(index_dir: Path, docs, doc_ids) -> None:
+def build_ours(index_dir: Path, docs, doc_ids, nbits: int) -> None:
     from lateint_jax import build_index
 
-    build_index(list(docs), doc_ids, index_dir, nbits=NBITS)
+    build_index(list(docs), doc_ids, index_dir, nbits=nbits)
 
 
 def open_ours(index_dir: Path, device: str, settings: dict):
@@ -309,7 +311,7 @@ def open_ours(index_dir: Path, device: str, settings: dict):
     return search, memory_bytes
 
 
-def build_colbert_ai(index_dir: Path, docs, doc_ids) -> None:
+def build_colbert_ai(index_dir: Path, docs, doc_ids, nbits: int) -> None:
     """colbert-ai's own indexer (faiss k-means, ResidualCodec, IVF), fed the cached vectors in
     place of its encoder (the one part that needs a checkpoint)."""
     import torch
@@ -333,7 +335,7 @@ def build_colbert_ai(index_dir: Path, docs, doc_ids) -> None:
     with Run().context(RunConfig(nranks=1, experiment="bench", root=str(CACHE / "colbert-runs"))):
         config = ColBERTConfig.from_existing(
             ColBERTConfig(
-                nbits=NBITS, dim=docs[0].shape[1], checkpoint="cached", index_path=str(index_dir)
+                nbits=nbits, dim=docs[0].shape[1], checkpoint="cached", index_path=str(index_dir)
             ),
             Run().config,
         )
@@ -372,13 +374,13 @@ def open_colbert_ai(index_dir: Path, device: str, settings: dict):
     return search, lambda: None
 
 
-def build_fast_plaid(index_dir: Path, docs, doc_ids) -> None:
+def build_fast_plaid(index_dir: Path, docs, doc_ids, nbits: int) -> None:
     import torch
     from fast_plaid.search import FastPlaid
 
     set_torch_threads()
     tensors = [torch.from_numpy(np.ascontiguousarray(d)) for d in docs]
-    FastPlaid(index=str(index_dir), device="cpu").create(documents_embeddings=tensors, nbits=NBITS)
+    FastPlaid(index=str(index_dir), device="cpu").create(documents_embeddings=tensors, nbits=nbits)
 
 
 def open_fast_plaid(index_dir: Path, device: str, settings: dict):
@@ -397,13 +399,13 @@ def open_fast_plaid(index_dir: Path, device: str, settings: dict):
     return search, lambda: None
 
 
-def build_warp(index_dir: Path, docs, doc_ids) -> None:
+def build_warp(index_dir: Path, docs, doc_ids, nbits: int) -> None:
     import torch
     from xtr_warp import XTRWarp
 
     set_torch_threads()
     tensors = [torch.from_numpy(np.ascontiguousarray(d)) for d in docs]
-    XTRWarp(str(index_dir)).create(tensors, device="cpu", nbits=NBITS, show_progress=False)
+    XTRWarp(str(index_dir)).create(tensors, device="cpu", nbits=nbits, show_progress=False)
 
 
 def open_warp(index_dir: Path, device: str, settings: dict):
@@ -467,23 +469,28 @@ REFERENCE_ROWS = {  # row name -> (engine, settings); ours come from --ours-sett
 # ----------------------------------------------------------------------------- child side
 
 
-def child_build(engine: str) -> dict:
+def index_folder(engine: str, nbits: int) -> Path:
+    """Where an engine's index of the cached vectors lives (the 2-bit ones keep their old names)."""
+    return INDEXES / (engine if nbits == NBITS else f"{engine}-nbits{nbits}")
+
+
+def child_build(engine: str, nbits: int) -> dict:
     docs, _, meta = load_vectors()
-    index_dir = INDEXES / engine
+    index_dir = index_folder(engine, nbits)
     shutil.rmtree(index_dir, ignore_errors=True)
     index_dir.parent.mkdir(parents=True, exist_ok=True)
     cpu, start = cpu_seconds(), time.perf_counter()
-    ENGINES[engine].build(index_dir, docs, meta["doc_ids"])
+    ENGINES[engine].build(index_dir, docs, meta["doc_ids"], nbits)
     return {"wall_s": time.perf_counter() - start, "cpu_s": cpu_seconds() - cpu}
 
 
-def child_search(engine: str, settings: dict, device: str, count, single: int) -> dict:
+def child_search(engine: str, settings: dict, device: str, count, single: int, nbits: int) -> dict:
     """Open the index, warm up, then time every k one query at a time and batched."""
     queries = load_queries(count)
     for module in ENGINES[engine].modules:
         importlib.import_module(module)
     rss = rss_bytes()
-    search, memory_bytes = ENGINES[engine].open(INDEXES / engine, device, settings)
+    search, memory_bytes = ENGINES[engine].open(index_folder(engine, nbits), device, settings)
     out = {"runs": {}, "latency_ms": {}}
     timed_k = K_VALUES[-1:] if ENGINES[engine].k_independent else K_VALUES
     for k in timed_k:
@@ -513,11 +520,11 @@ def child_main(args) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         if args.child == "build":
-            result = child_build(args.engine)
+            result = child_build(args.engine, args.nbits)
         else:
             settings = json.loads(args.settings)
             result = child_search(
-                args.engine, settings, args.device, args.queries, args.single_queries
+                args.engine, settings, args.device, args.queries, args.single_queries, args.nbits
             )
     except Exception as error:  # noqa: BLE001 (any failure: the parent's table says why)
         traceback.print_exc()
@@ -567,7 +574,7 @@ def run_child(engine: str, phase: str, args, tag: str, settings: dict | None = N
     out_path, log_path = logs / f"{tag}.json", logs / f"{tag}.log"
     out_path.unlink(missing_ok=True)
     command = [str(python), str(Path(__file__).resolve()), "--child", phase, "--engine", engine]
-    command += ["--out", str(out_path), "--device", args.device]
+    command += ["--out", str(out_path), "--device", args.device, "--nbits", str(args.nbits)]
     command += [
         "--settings",
         json.dumps(settings or {}),
@@ -597,8 +604,8 @@ def run_child(engine: str, phase: str, args, tag: str, settings: dict | None = N
 
 def ensure_index(engine: str, args) -> dict:
     """The engine's build record (building when missing or asked to); {"error": ...} if it fails."""
-    record_path = INDEXES / f"{engine}.build.json"
-    folder = INDEXES / engine
+    folder = index_folder(engine, args.nbits)
+    record_path = folder.with_name(f"{folder.name}.build.json")
     rebuild = args.rebuild or (args.rebuild_ours and engine == "lateint")
     if ENGINES[engine].build is None:
         files = {
@@ -611,16 +618,22 @@ def ensure_index(engine: str, args) -> dict:
         return {"files": files, "note": "no index: the raw float32 vectors"}
     if not rebuild and record_path.exists() and folder.exists():
         return json.loads(record_path.read_text())
-    print(f"building {engine} ... (log: {CACHE / 'logs' / f'build-{engine}.log'})", flush=True)
+    print(
+        f"building {folder.name} ... (log: {CACHE / 'logs' / f'build-{folder.name}.log'})",
+        flush=True,
+    )
     record_path.unlink(missing_ok=True)
-    result = run_child(engine, "build", args, f"build-{engine}")
+    result = run_child(engine, "build", args, f"build-{folder.name}")
     if "error" in result:
         return result
     result["files"] = folder_bytes(folder)
     result["built_at"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     result["machine"] = machine()
     record_path.write_text(json.dumps(result, indent=2))
-    print(f"built {engine}: {result['wall_s']:.0f} s wall, {result['cpu_s']:.0f} s CPU", flush=True)
+    print(
+        f"built {folder.name}: {result['wall_s']:.0f} s wall, {result['cpu_s']:.0f} s CPU",
+        flush=True,
+    )
     return result
 
 
@@ -759,7 +772,15 @@ def main() -> int:
         "--build-only", action="store_true", help="build the missing indexes, time nothing"
     )
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="where to write the JSON")
+    parser.add_argument(
+        "--nbits", type=int, choices=(1, 2, 4), default=NBITS,
+        help="residual bits per dimension of every engine's index (fast-plaid's, PyLate's and "
+        "xtr-warp-rs's own default is 4)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--results", type=Path, default=None,
+        help="where to write the JSON (default: results/engines.json, or engines_nbits<N>.json)",
+    )  # fmt: skip
     parser.add_argument("--encode-only", action="store_true", help="only fill the vector cache")
     parser.add_argument("--child", choices=("build", "search"), help=argparse.SUPPRESS)
     parser.add_argument("--engine", choices=sorted(ENGINES), help=argparse.SUPPRESS)
@@ -768,6 +789,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.child:
         return child_main(args)
+    if args.results is None:
+        args.results = (
+            RESULTS if args.nbits == NBITS else RESULTS.with_name(f"engines_nbits{args.nbits}.json")
+        )
     if args.device == "gpu":
         require_gpu()
     meta = encode_scifact()
@@ -803,7 +828,7 @@ def main() -> int:
     for name, (engine, settings) in rows.items():
         row = report_rows[name] = {"engine": engine, "settings": settings}
         if ENGINES[engine].build is not None:
-            row["nbits"] = NBITS
+            row["nbits"] = args.nbits
         if "error" in builds[engine]:
             row["error"] = f"build failed: {builds[engine]['error']}"
             continue
@@ -812,7 +837,7 @@ def main() -> int:
     box = machine()
     text = table(report_rows, ours) + (
         f"\n\n{len(queries)} queries ({min(args.single_queries, len(queries))} timed one at a "
-        f"time), medians of {args.reps} interleaved repetitions, {THREADS} threads, {NBITS}-bit "
+        f"time), medians of {args.reps} interleaved repetitions, {THREADS} threads, {args.nbits}-bit "
         f"indexes; {box['cpu_model']} x{box['cpu_count']}, {box['platform']}; "
         f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; 'load 1-min': median "
         "/proc/loadavg around the row's children (this run's own child counts too)."

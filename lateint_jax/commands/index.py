@@ -65,7 +65,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="colbert",
         help="a compressed late-interaction index or a single-vector one",
     )
-    parser.add_argument("--nbits", type=int, default=2, help="bits per dimension: 1, 2 or 4")
+    parser.add_argument(
+        "--nbits",
+        type=int,
+        default=2,
+        help="residual bits per dimension: 1, 2 or 4 (4: about twice the bytes per vector, "
+        "closer to exact MaxSim: what PyLate and fast-plaid build; docs/SEARCH.md)",
+    )
     parser.add_argument(
         "--num-centroids", type=int, default=None, help="default: colbert-ai's rule"
     )
