@@ -36,10 +36,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--exact", action="store_true", help="brute-force MaxSim")
     parser.add_argument(
-        "--nprobe", type=int, default=None, help="WARP (the default search): centroids per token"
+        "--nprobe",
+        type=int,
+        default=None,
+        help="WARP (the default search): centroids per query token (default 16 up to k=10, "
+        "32 up to k=100, 64 beyond; --nprobe 8 --rerank 48 is faster at k=10, docs/SEARCH.md)",
     )
     parser.add_argument(
-        "--rerank", type=int, default=None, help="WARP: documents rescored exactly (0: none)"
+        "--rerank",
+        type=int,
+        default=None,
+        help="WARP: documents rescored exactly (0: none; default 64 up to k=10, 256 up to k=100, "
+        "then max(k, 1024))",
     )
     parser.add_argument(
         "--ncells", type=int, default=None, help="PLAID (instead of WARP): centroids per token"
