@@ -16,6 +16,7 @@ import sys
 from lateint_jax.data.beir import load_corpus
 from lateint_jax.errors import InputError
 from lateint_jax.index.open import open_index
+from lateint_jax.index.warp import exact_depth, probe_depth
 from lateint_jax.index_model import encoder_for_index
 
 
@@ -39,15 +40,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--nprobe",
         type=int,
         default=None,
-        help="WARP (the default search): centroids per query token (default 16 up to k=10, "
-        "32 up to k=100, 64 beyond; --nprobe 8 --rerank 48 is faster at k=10, docs/SEARCH.md)",
+        help="WARP (the default search): centroids per query token (default "
+        f"{probe_depth(10)} up to k=10, {probe_depth(100)} up to k=100, {probe_depth(101)} "
+        "beyond; --nprobe 8 --rerank 48 is faster at k=10, docs/SEARCH.md)",
     )
     parser.add_argument(
         "--rerank",
         type=int,
         default=None,
-        help="WARP: documents rescored exactly (0: none; default 64 up to k=10, 256 up to k=100, "
-        "then max(k, 1024))",
+        help=f"WARP: documents rescored exactly (0: none; default {exact_depth(10)} up to "
+        f"k=10, {exact_depth(100)} up to k=100, then max(k, {exact_depth(101)}))",
     )
     parser.add_argument(
         "--ncells", type=int, default=None, help="PLAID (instead of WARP): centroids per token"
