@@ -2,7 +2,7 @@
 
     python benchmarks/serve_load.py [--clients 1 8 32 128] [--duration 10] [--repeats 3]
                                     [--reranker auto|PATH|none] [--depths 10 100]
-                                    [--writes-per-s 1]
+                                    [--writes-per-s 1] [--min-requests 2]
 
 On the SciFact index of the default model (built once with `lateint index` into the
 git-ignored `indexes/scifact`), for each repetition, interleaved:
@@ -10,9 +10,13 @@ git-ignored `indexes/scifact`), for each repetition, interleaved:
     package would, `encode_queries` + `index.search` over the SciFact test queries in batches
     of --max-batch (queries/s) and one query at a time (ms per query, encode + search); with a
     reranker, `CrossEncoder.score` over the first-stage pairs (pairs/s);
-  * server: `serve.py` (started once) under N concurrent clients for --duration seconds per
-    level: requests/s, p50/p99 latency, errors; then the same with the cross-encoder stage at
-    each depth.
+  * server: `serve.py` (started once) under N concurrent closed-loop clients for --duration
+    seconds per level, and until each client has had --min-requests answers (a depth-100
+    rerank at 32 clients needs minutes for that): requests/s, p50/p99 latency, errors; then the
+    same with the cross-encoder stage at each depth.
+The clients are aiohttp sessions on one asyncio loop in this process. httpx's pool was the
+bottleneck here: at 128 clients it added seconds to the first requests of a level (the server's
+own /stats latencies stayed even) and took CPU from the server on these 2 cores.
 With --writes-per-s R > 0 the server runs `--writable` on a copy of the index (writes change
 it), and a `first_stage_writes` mode repeats the first-stage levels while one writer posts R new
 SciFact-like documents per second (`POST /documents`, bearer key): write latency and errors are
@@ -43,6 +47,7 @@ import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import httpx
 import numpy as np
 
@@ -225,7 +230,8 @@ def start_server(index: Path, data: Path, port: int, *, max_batch: int, max_k: i
     raise SystemExit("serve.py did not come up in 30 minutes")
 
 
-async def writer(http: httpx.AsyncClient, url: str, texts: list[str], rate: float, stop_at, out):
+async def writer(http: aiohttp.ClientSession, url: str, texts: list[str], rate: float, stop_at,
+                 out):  # fmt: skip
     """POST one new document every 1/rate seconds until stop_at; latencies and errors in out."""
     number = 0
     while time.monotonic() < stop_at:
@@ -236,9 +242,10 @@ async def writer(http: httpx.AsyncClient, url: str, texts: list[str], rate: floa
         }
         number += 1
         try:
-            response = await http.post(f"{url}/documents", json=body)
-            ok = response.status_code == 200
-        except httpx.HTTPError:
+            async with http.post(f"{url}/documents", json=body) as response:
+                await response.read()
+                ok = response.status == 200
+        except (TimeoutError, aiohttp.ClientError):
             ok = False
         out["latencies"].append(time.perf_counter() - started)
         out["errors"] += 0 if ok else 1
@@ -246,22 +253,26 @@ async def writer(http: httpx.AsyncClient, url: str, texts: list[str], rate: floa
 
 
 async def load(url: str, queries: list[str], clients: int, duration: float, body_extra: dict,
-               writes: tuple[float, list[str]] | None = None):  # fmt: skip
+               writes: tuple[float, list[str]] | None = None, min_requests: int = 1,
+               request_timeout: float = 3600.0):  # fmt: skip
+    """`clients` closed loops, each sending its next query as soon as the last is answered,
+    until `duration` seconds have passed and each has had `min_requests` answers."""
     latencies, errors, statuses = [], 0, {}
-    stop_at = time.monotonic() + duration
     written = {"latencies": [], "errors": 0}
 
-    async def client(worker: int, http: httpx.AsyncClient):
+    async def client(worker: int, http: aiohttp.ClientSession, stop_at: float):
         nonlocal errors
-        i = worker
-        while time.monotonic() < stop_at:
+        i, done = worker, 0
+        while time.monotonic() < stop_at or done < min_requests:
             body = {"query": queries[i % len(queries)], "k": 10, **body_extra}
             i += clients
+            done += 1
             started = time.perf_counter()
             try:
-                response = await http.post(f"{url}/search", json=body)
-                status = response.status_code
-            except httpx.HTTPError as err:
+                async with http.post(f"{url}/search", json=body) as response:
+                    await response.read()
+                    status = response.status
+            except (TimeoutError, aiohttp.ClientError) as err:
                 status = type(err).__name__
             statuses[status] = statuses.get(status, 0) + 1
             if status == 200:
@@ -269,17 +280,25 @@ async def load(url: str, queries: list[str], clients: int, duration: float, body
             else:
                 errors += 1
 
-    limits = httpx.Limits(max_connections=clients + 1, max_keepalive_connections=clients + 1)
-    async with httpx.AsyncClient(timeout=300, limits=limits, headers=AUTH) as http:
-        # open every connection first, on this client (its pool is the one measured)
-        await asyncio.gather(*(http.get(f"{url}/health") for _ in range(clients)))
-        stop_at = time.monotonic() + duration
+    connector = aiohttp.TCPConnector(limit=clients + 1)
+    timeout = aiohttp.ClientTimeout(total=request_timeout)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=AUTH) as http:
+
+        async def open_connection():
+            async with http.get(f"{url}/health") as response:
+                await response.read()
+
+        # open every connection first (the pool is the one measured)
+        await asyncio.gather(*(open_connection() for _ in range(clients)))
+        client_cpu = time.process_time()
         started = time.perf_counter()
-        tasks = [client(w, http) for w in range(clients)]
+        stop_at = time.monotonic() + duration
+        tasks = [client(w, http, stop_at) for w in range(clients)]
         if writes:
             tasks.append(writer(http, url, writes[1], writes[0], stop_at, written))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - started
+        client_cpu = time.process_time() - client_cpu
     ms = np.asarray(latencies) * 1000.0 if latencies else np.zeros(1)
     return {
         "requests": len(latencies) + errors,
@@ -289,6 +308,7 @@ async def load(url: str, queries: list[str], clients: int, duration: float, body
         "requests_per_s": round(len(latencies) / elapsed, 2),
         "p50_ms": round(float(np.percentile(ms, 50)), 2),
         "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "client_cpu_s": round(client_cpu, 2),
         "loadavg": loadavg(),
         **(
             {
@@ -315,9 +335,11 @@ def server_measure(args, url: str, queries: list[str], texts: list[str]) -> dict
             depth = extra.get("rerank", {}).get("depth", 0)
             if args.max_queued_pairs and clients * depth > args.max_queued_pairs:
                 continue  # clients x depth pairs queued at once: too long to drain here
-            rows[f"{name}/{clients}"] = asyncio.run(
-                load(url, queries, clients, args.duration, extra, writes)
-            )
+            level = load(
+                url, queries, clients, args.duration, extra, writes,
+                min_requests=args.min_requests,
+            )  # fmt: skip
+            rows[f"{name}/{clients}"] = asyncio.run(level)
     return rows
 
 
@@ -393,6 +415,8 @@ def write_result(args, library: list[dict], server: list[dict], stats: dict) -> 
         "devices": stats["device_count"],
         "max_batch": args.max_batch,
         "duration_s": args.duration,
+        "min_requests_per_client": args.min_requests,
+        "load_client": f"aiohttp {aiohttp.__version__}, one asyncio loop, this process",
         "clients": args.clients,
         "depths": args.depths,
         "writes_per_s": args.writes_per_s,
@@ -425,6 +449,12 @@ def main() -> int:
     parser.add_argument("--reranker", default="auto", help="auto, a checkpoint, or none")
     parser.add_argument("--depths", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument(
+        "--min-requests",
+        type=int,
+        default=2,
+        help="a level lasts until each client has had this many answers (at least --duration)",
+    )
     parser.add_argument("--single-queries", type=int, default=50)
     parser.add_argument("--writes-per-s", type=float, default=0.0, help="0: no writes mode")
     parser.add_argument("--port", type=int, default=8765)

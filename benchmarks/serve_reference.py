@@ -16,15 +16,15 @@ vectors. Everything derived from them goes to --work (the cache is only read):
   * checkpoint/: that model as a colbert-ai checkpoint (`export_colbert`, stanford layout);
   * colbert-ai/scifact/: a copy of the cache's colbert-ai index whose metadata names that
     checkpoint and collection.tsv (SciFact by document number), which colbert-ai's Searcher
-    loads and its server answers with;
-  * lateint/: the cache's lateint index re-saved (`load_index` + `save_index`, the same files)
-    with the model record `build_index(encoder=...)` writes, so serve.py encodes queries with it.
+    loads and its server answers with.
+serve.py serves the cache's lateint index as it is, with `--model` that same checkpoint (the
+index, built from vectors, records no model), so both servers encode queries with one model.
 A child in the colbert-ai venv encodes the 300 test queries with colbert-ai's Searcher on that
 index and compares each token vector with the cache's (cosine).
 
 Load. Both servers run at once, each with OMP_WAIT_POLICY=PASSIVE and THREADS threads
 (OMP/MKL/OpenBLAS for torch, XLA for ours). For each repetition and client level, interleaved
-(ours, then colbert-ai), N concurrent clients (httpx, one asyncio loop, this process) send the
+(ours, then colbert-ai), N concurrent clients (aiohttp, one asyncio loop, this process) send the
 SciFact test queries in turn for --duration seconds at k=10: requests/s, p50 and p99 latency of
 the answered requests, errors (non-200 or transport errors), the CPU seconds of each server
 process and of the client meanwhile (server CPU ms per answered request), /proc/loadavg before
@@ -112,26 +112,6 @@ def default_model():
     from lateint_jax.models.colbert import ColBERTConfig
 
     return ColBERT.from_pretrained(None, config=ColBERTConfig())
-
-
-def prepare_ours(model, cache: Path, work: Path) -> dict:
-    """The cache's lateint index re-saved with the model record of `build_index(encoder=model)`."""
-    from lateint_jax.index.model_record import model_meta
-    from lateint_jax.index.storage import load_index, save_index
-
-    source, target = cache / "indexes" / "lateint", work / "lateint"
-    if not (target / "metadata.json").exists():
-        arrays = load_index(source)
-        arrays.metadata = {**arrays.metadata, "model": model_meta(model, "colbert")}
-        save_index(arrays, target)
-    before, after = (json.loads((d / "metadata.json").read_text()) for d in (source, target))
-    return {
-        "index": str(target),
-        "source": str(source),
-        "how": "load_index + save_index with metadata['model'] = model_meta(model, 'colbert')",
-        "same_files_as_source": after["files"] == before["files"],
-        "model": after["model"],
-    }
 
 
 def export_checkpoint(model, work: Path) -> Path:
@@ -235,7 +215,9 @@ def launch(command: list[str], log: Path, cwd: Path, env: dict) -> subprocess.Po
 
 
 def start_ours(args) -> subprocess.Popen:
-    command = [sys.executable, str(REPO / "serve.py"), "--index", str(args.work / "lateint"),
+    command = [sys.executable, str(REPO / "serve.py"),
+               "--index", str(args.cache / "indexes" / "lateint"),
+               "--model", str(args.work / "checkpoint"),
                "--corpus", str(DATA), "--port", str(args.ours_port), "--max-k", str(K),
                "--max-batch", str(args.max_batch)]  # fmt: skip
     env = child_env({"PYTHONPATH": str(REPO), "LATEINT_CACHE": str(args.work / "lateint-cache")})
@@ -308,29 +290,37 @@ class Client:
         self.name, self.url, self.position = name, url, position
         self.sent: dict[int, int] = {}  # query number -> times sent (colbert-ai's memo key)
 
-    async def search(self, http, query: int, text: str):
+    async def search(self, http, query: int, text: str) -> tuple[int, bytes]:
+        """The HTTP status and body of one search (`http`: an aiohttp session)."""
         times = self.sent.get(query, 0)
         self.sent[query] = times + 1
         if self.name == "ours":
-            return await http.post(f"{self.url}/search", json={"query": text, "k": K})
-        params = {"query": text, "k": "0" * times + str(K)}
-        return await http.get(f"{self.url}/api/search", params=params)
+            request = http.post(f"{self.url}/search", json={"query": text, "k": K})
+        else:
+            params = {"query": text, "k": "0" * times + str(K)}
+            request = http.get(f"{self.url}/api/search", params=params)
+        async with request as response:
+            return response.status, await response.read()
+
+    async def open_connection(self, http) -> None:
+        """A cheap request, so the level starts with its connections open."""
+        url = f"{self.url}/health" if self.name == "ours" else f"{self.url}/"
+        async with http.get(url) as response:
+            await response.read()
 
     def numbers(self, body: dict) -> list[int]:
         if self.name == "ours":
             return [self.position[hit["id"]] for hit in body["results"]]
         return [int(hit["pid"]) for hit in body["topk"]]
 
-    @property
-    def open_url(self) -> str:  # a cheap request that opens a connection
-        return f"{self.url}/health" if self.name == "ours" else f"{self.url}/"
-
 
 def http_client(clients: int):
-    import httpx
+    """aiohttp: httpx's pool cost this process's loop seconds per level at 128 clients
+    (serve_load.py's docstring)."""
+    import aiohttp
 
-    limits = httpx.Limits(max_connections=clients + 1, max_keepalive_connections=clients + 1)
-    return httpx.AsyncClient(timeout=300, limits=limits)
+    connector = aiohttp.TCPConnector(limit=clients + 1)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=300))
 
 
 async def answer_all(client: Client, texts: list[str], clients: int) -> list[list[int]]:
@@ -340,9 +330,10 @@ async def answer_all(client: Client, texts: list[str], clients: int) -> list[lis
 
     async def worker(http):
         for n in queue:
-            response = await client.search(http, n, texts[n])
-            response.raise_for_status()
-            found[n] = client.numbers(response.json())
+            status, body = await client.search(http, n, texts[n])
+            if status != 200:
+                raise RuntimeError(f"{client.name}: query {n} answered {status}: {body[:200]!r}")
+            found[n] = client.numbers(json.loads(body))
 
     async with http_client(clients) as http:
         await asyncio.gather(*(worker(http) for _ in range(clients)))
@@ -354,7 +345,7 @@ async def load(
 ) -> dict:
     """`clients` concurrent loops sending the queries in turn for `duration` seconds; the CPU
     seconds each server process (`pids`) and this client process used meanwhile."""
-    import httpx
+    import aiohttp
 
     latencies, statuses = [], {}
 
@@ -364,8 +355,8 @@ async def load(
             query = n % len(texts)
             started = time.perf_counter()
             try:
-                status = (await client.search(http, query, texts[query])).status_code
-            except httpx.HTTPError as err:
+                status, _ = await client.search(http, query, texts[query])
+            except (TimeoutError, aiohttp.ClientError) as err:
                 status = type(err).__name__
             statuses[status] = statuses.get(status, 0) + 1
             if status == 200:
@@ -373,7 +364,7 @@ async def load(
             n += clients
 
     async with http_client(clients) as http:
-        await asyncio.gather(*(http.get(client.open_url) for _ in range(clients)))
+        await asyncio.gather(*(client.open_connection(http) for _ in range(clients)))
         before = loadavg()
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         client_before = time.process_time()
@@ -484,11 +475,14 @@ def base_report(args) -> dict:
 def setup(args, meta: dict, report: dict) -> bool:
     """Prepare both servers' inputs; whether colbert-ai can run."""
     (args.work / "logs").mkdir(parents=True, exist_ok=True)
-    model = default_model()
-    report["ours_index"] = prepare_ours(model, args.cache, args.work)
+    checkpoint = export_checkpoint(default_model(), args.work)
+    report["ours_index"] = {
+        "index": str(args.cache / "indexes" / "lateint"),
+        "model": str(checkpoint),
+        "how": "serve.py --index <the cache's index> --model <the checkpoint colbert-ai loads>",
+    }
     reason = colbert_reason(args)
     if reason is None:
-        checkpoint = export_checkpoint(model, args.work)
         report["colbert_index"] = prepare_colbert(meta, args.cache, args.work, checkpoint)
         report["encode_check"] = run_encode_check(args)
         if "error" in report["encode_check"]:

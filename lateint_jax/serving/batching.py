@@ -6,6 +6,10 @@ the batch function once on the whole list, and resolves every future. The batch 
 where device work happens, so the device sees a few large batches instead of many small ones,
 and only one thread ever drives it.
 
+After a batch of one item the next one waits for nobody (it takes only what is already queued):
+with no concurrent traffic, waiting would only add `max_wait_s` to every request. The first
+batch after start waits.
+
 Async handlers await `asyncio.wrap_future(batcher.submit(item))`.
 """
 
@@ -65,6 +69,7 @@ class Batcher:
         self.stats = BatchStats()
         self._queue: queue.Queue = queue.Queue()
         self._closed = False
+        self._last_was_lone = False
         self._lock = threading.Lock()
         self._worker = threading.Thread(target=self._run, name=name, daemon=True)
         self._worker.start()
@@ -92,7 +97,7 @@ class Batcher:
 
     def _gather(self, first) -> tuple[list, bool]:
         pending = [first]
-        deadline = time.monotonic() + self.max_wait_s
+        deadline = time.monotonic() + (0.0 if self._last_was_lone else self.max_wait_s)
         while len(pending) < self.max_batch:
             remaining = deadline - time.monotonic()
             try:
@@ -114,6 +119,7 @@ class Batcher:
             if first is _STOP:
                 break
             pending, stopping = self._gather(first)
+            self._last_was_lone = len(pending) == 1
             self._serve(pending)
         # Anything that slipped in before the stop marker was read is still served.
         leftover = []

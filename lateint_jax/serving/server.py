@@ -77,7 +77,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="largest k (and rerank depth) served, default 1000; smaller = faster warm-up",
     )
     parser.add_argument(
-        "--max-wait-ms", type=float, default=5.0, help="longest wait to fill a device batch"
+        "--max-wait-ms",
+        type=float,
+        default=5.0,
+        help="longest wait to fill a device batch (none right after a batch of one request: a "
+        "lone client does not wait)",
     )
     parser.add_argument(
         "--graceful-timeout",

@@ -48,6 +48,18 @@ def test_a_lone_item_waits_at_most_max_wait():
     batcher.close()
 
 
+def test_after_a_lone_batch_a_lone_item_runs_without_waiting():
+    wait_s = 2.0
+    batcher = Batcher(lambda items: items, max_batch=64, max_wait_s=wait_s)
+    started = time.perf_counter()
+    assert batcher.submit("first").result(timeout=10) == "first"
+    assert time.perf_counter() - started >= wait_s * 0.9  # nothing known yet: it waits
+    started = time.perf_counter()
+    assert batcher.submit("second").result(timeout=10) == "second"
+    assert time.perf_counter() - started < wait_s / 2, "a lone request waited for company"
+    batcher.close()
+
+
 def test_a_failing_batch_fails_its_callers_and_the_worker_survives():
     def fragile(items):
         if "bad" in items:

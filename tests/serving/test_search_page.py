@@ -39,8 +39,9 @@ PAGE_QUERIES = ["coral reefs", "why is the sky blue", "bread and yeast", "volcan
 # The target is 100 ms on an idle machine; this bound leaves room for a shared, busy CI box
 # while still failing a search that compiles or explains on the request path (seconds).
 PAGE_BUDGET_MS = 750
-# A lone request waits this long for companions before its batch runs: a deterministic window
-# in which the request is in flight, for the shutdown test.
+# The first request after start waits this long for companions before its batch runs (the
+# batcher has seen no traffic yet): a deterministic window in which the request is in flight,
+# for the shutdown test, which must be the first to search on its server.
 SLOW_WAIT_MS = 2500
 
 
