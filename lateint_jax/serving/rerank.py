@@ -1,7 +1,8 @@
 """The cross-encoder rerank stage, compiled for fixed (batch, length) buckets.
 
-(query, passage) pairs are tokenised together, truncated to the longest length bucket, then
-grouped by the bucket that holds them; each group runs in batches padded to a batch bucket
+(query, passage) pairs are tokenised together, truncated to the cross-encoder's `max_length`
+(where the library's `CrossEncoder.score` and sentence-transformers cut them too; it is always
+the longest length bucket), then grouped by the bucket that holds them; each group runs in batches padded to a batch bucket
 (at most 10% padded pairs from 8 pairs up, `shapes.tight_buckets_up_to`).
 `warmup()` compiles every (batch, length) pair at start-up. Einsum letters: B pairs, T tokens.
 """
@@ -24,14 +25,14 @@ class CompiledReranker:
         cross_encoder,
         *,
         batch_buckets: tuple[int, ...] = BATCH_BUCKETS,
-        length_buckets: tuple[int, ...] = (64, 128, 256),
+        length_buckets: tuple[int, ...] = (64, 128, 256, 384),
         device=None,
         name: str | None = None,
     ):
         self.cross_encoder = cross_encoder
         self.batch_buckets = tuple(sorted(batch_buckets))
         limit = cross_encoder.max_length
-        self.length_buckets = tuple(sorted(b for b in length_buckets if b <= limit)) or (limit,)
+        self.length_buckets = tuple(sorted({b for b in length_buckets if b < limit} | {limit}))
         self.device = device if device is not None else jax.local_devices()[0]
         self.params = jax.device_put(cross_encoder.params, self.device)
         self._apply = jax.jit(cross_encoder.apply)

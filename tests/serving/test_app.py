@@ -121,7 +121,7 @@ def test_rerank_stage_reports_both_scores_and_matches_torch(stack, client):
             [query] * len(passages),
             passages,
             truncation=True,
-            max_length=128,
+            max_length=stack["engine"].reranker.cross_encoder.max_length,
             padding=True,
             return_tensors="pt",
         )
@@ -133,11 +133,28 @@ def test_rerank_stage_reports_both_scores_and_matches_torch(stack, client):
         assert hit["first_stage_score"] == pytest.approx(first_scores[hit["id"]], rel=1e-5)
 
 
-def test_rerank_endpoint(stack, client):
-    passages = ["The moon pulls the sea.", "Bread rises with yeast."]
+def test_rerank_endpoint_cuts_pairs_where_the_cross_encoder_does(stack, client):
+    # The third pair is longer than every length bucket below max_length (128 tokens here).
+    long = " ".join(f"The moon pulls the sea, tide {n}." for n in range(60))
+    passages = ["The moon pulls the sea.", "Bread rises with yeast.", long]
     body = client.post("/rerank", json={"query": "tides", "passages": passages}).json()
-    expected = stack["engine"].reranker.cross_encoder.score(["tides"] * 2, passages)
-    np.testing.assert_allclose(body["scores"], expected, atol=1e-5)
+    cross_encoder = stack["engine"].reranker.cross_encoder
+    np.testing.assert_allclose(
+        body["scores"], cross_encoder.score(["tides"] * 3, passages), atol=1e-5
+    )
+    tokenizer = __import__("transformers").AutoTokenizer.from_pretrained(str(stack["reranker_dir"]))
+    encoded = tokenizer(
+        ["tides"] * 3,
+        passages,
+        truncation=True,
+        max_length=cross_encoder.max_length,
+        padding=True,
+        return_tensors="pt",
+    )
+    assert encoded["attention_mask"].sum(dim=1).max() > 128, "the long pair is not long"
+    with torch.no_grad():
+        expected = stack["torch_model"](**encoded).logits[:, 0].numpy()
+    np.testing.assert_allclose(body["scores"], expected, atol=1e-4)
 
 
 def test_encode_endpoint_matches_the_encoder(stack, client):
