@@ -2,8 +2,10 @@
 
 (query, passage) pairs are tokenised together, truncated to the cross-encoder's `max_length`
 (where the library's `CrossEncoder.score` and sentence-transformers cut them too; it is always
-the longest length bucket), then grouped by the bucket that holds them; each group runs in batches padded to a batch bucket
-(at most 10% padded pairs from 8 pairs up, `shapes.tight_buckets_up_to`).
+the longest length bucket), sorted by length and cut into calls of up to the largest batch
+bucket; each call is padded to the length bucket of its longest pair and to a batch bucket (at
+most 10% padded pairs from 8 pairs up, `shapes.tight_buckets_up_to`). A request's 10 pairs are
+one call, not one per length bucket.
 `warmup()` compiles every (batch, length) pair at start-up. Einsum letters: B pairs, T tokens.
 """
 
@@ -66,24 +68,20 @@ class CompiledReranker:
             return np.zeros((0,), np.float32)
         tokens = self.tokenize(queries, passages)
         lengths = tokens["attention_mask"].sum(axis=1)
+        order = np.argsort(lengths, kind="stable")
         scores = np.zeros((len(queries),), np.float32)
-        by_length: dict[int, list[int]] = {}
-        for row, length in enumerate(lengths):
-            by_length.setdefault(bucket_for(int(length), self.length_buckets), []).append(row)
-        for length, rows in by_length.items():
-            rows = np.asarray(rows)
-            for start, stop in chunks(len(rows), self.batch_buckets[-1]):
-                part = rows[start:stop]
-                batch = bucket_for(len(part), self.batch_buckets)
-                arrays = [
-                    pad_axis(
-                        pad_axis(tokens[name][part][:, :length], length, axis=1, value=pad), batch
-                    )
-                    for name, pad in (
-                        ("input_ids", self.pad_id),
-                        ("attention_mask", 0),
-                        ("token_type_ids", 0),
-                    )
-                ]
-                scores[part] = self._call(*arrays)[: len(part)]
+        for start, stop in chunks(len(order), self.batch_buckets[-1]):
+            # Sorted by length, a call's pairs are alike; it runs at its longest pair's bucket.
+            part = order[start:stop]
+            length = bucket_for(int(lengths[part[-1]]), self.length_buckets)
+            batch = bucket_for(len(part), self.batch_buckets)
+            arrays = [
+                pad_axis(pad_axis(tokens[name][part][:, :length], length, axis=1, value=pad), batch)
+                for name, pad in (
+                    ("input_ids", self.pad_id),
+                    ("attention_mask", 0),
+                    ("token_type_ids", 0),
+                )
+            ]
+            scores[part] = self._call(*arrays)[: len(part)]
         return scores
