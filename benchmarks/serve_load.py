@@ -196,6 +196,7 @@ def library_measure(args) -> dict:
 
 # ------------------------------------------------------------------------------ server side
 API_KEY = "serve-load-benchmark-key"
+REQUEST_TIMEOUT_S = 3600  # a deep rerank under many clients waits minutes in the queue
 AUTH: dict | None = None  # the bearer header, once a writable (keyed) server runs
 
 
@@ -253,8 +254,7 @@ async def writer(http: aiohttp.ClientSession, url: str, texts: list[str], rate: 
 
 
 async def load(url: str, queries: list[str], clients: int, duration: float, body_extra: dict,
-               writes: tuple[float, list[str]] | None = None, min_requests: int = 1,
-               request_timeout: float = 3600.0):  # fmt: skip
+               writes: tuple[float, list[str]] | None = None, min_requests: int = 1):  # fmt: skip
     """`clients` closed loops, each sending its next query as soon as the last is answered,
     until `duration` seconds have passed and each has had `min_requests` answers."""
     latencies, errors, statuses = [], 0, {}
@@ -281,7 +281,7 @@ async def load(url: str, queries: list[str], clients: int, duration: float, body
                 errors += 1
 
     connector = aiohttp.TCPConnector(limit=clients + 1)
-    timeout = aiohttp.ClientTimeout(total=request_timeout)
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=AUTH) as http:
 
         async def open_connection():
