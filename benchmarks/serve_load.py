@@ -9,7 +9,8 @@ git-ignored `indexes/scifact`), for each repetition, interleaved:
   * library: a child process loads the same index and encoder and runs, as a user of the
     package would, `encode_queries` + `index.search` over the SciFact test queries in batches
     of --max-batch (queries/s) and one query at a time (ms per query, encode + search); with a
-    reranker, `CrossEncoder.score` over the first-stage pairs (pairs/s);
+    reranker, `CrossEncoder.score` over the first-stage pairs (pairs/s) and, one query at a
+    time, search + `CrossEncoder.score` of its top `depth` (ms per query);
   * server: `serve.py` (started once) under N concurrent closed-loop clients for --duration
     seconds per level, and until each client has had --min-requests answers (a depth-100
     rerank at 32 clients needs minutes for that): requests/s, p50/p99 latency, errors; then the
@@ -24,7 +25,7 @@ reported beside the searches'.
 Each process gets OMP_WAIT_POLICY=PASSIVE and the machine's thread count; /proc/loadavg is
 recorded beside every figure. The targets of issue #14 are checked and printed:
 throughput at 32 clients >= 80% of the library's, p99 <= 3 x p50, one client's latency <=
-library latency + 5 ms, zero errors.
+library latency + 5 ms (with rerank: the library's search + rerank of one query), zero errors.
 
 `--reranker auto` builds a cross-encoder of all-MiniLM-L6-v2's size once (its encoder
 weights with a seeded, untrained classification head, via transformers in this venv): its
@@ -181,14 +182,41 @@ def library_run(args) -> dict:
             result[f"cross_encoder_pairs_per_s_depth_{depth}"] = round(
                 len(pairs) / (time.perf_counter() - started), 1
             )
+            result[f"single_rerank_p50_ms_depth_{depth}"] = single_rerank_ms(
+                encoder,
+                index,
+                cross,
+                corpus,
+                queries[: max(3, args.single_rerank_pairs // depth)],
+                depth,
+            )
     return result
+
+
+def single_rerank_ms(encoder, index, cross, corpus, queries: list[str], depth: int) -> float:
+    """p50 ms of encode + search + `CrossEncoder.score` of the top `depth`, one query at a
+    time, over two passes (after an untimed one that compiles the shapes these queries reach)."""
+
+    def one(query: str) -> None:
+        hits = index.search(encoder.encode_queries([query]), k=depth)[0]
+        cross.score([query] * len(hits), [corpus.passage(doc_id) for doc_id, _ in hits])
+
+    for query in queries:
+        one(query)
+    times = []
+    for query in queries + queries:
+        started = time.perf_counter()
+        one(query)
+        times.append(time.perf_counter() - started)
+    return round(float(np.percentile(times, 50)) * 1000, 2)
 
 
 def library_measure(args) -> dict:
     command = [sys.executable, __file__, "--library-child", "--index", str(args.index),
                "--data", str(args.data), "--max-batch", str(args.max_batch),
                "--single-queries", str(args.single_queries), "--depths", *map(str, args.depths),
-               "--library-rerank-pairs", str(args.library_rerank_pairs)]  # fmt: skip
+               "--library-rerank-pairs", str(args.library_rerank_pairs),
+               "--single-rerank-pairs", str(args.single_rerank_pairs)]  # fmt: skip
     command += ["--reranker", str(args.reranker) if args.reranker else "none"]
     out = subprocess.run(command, cwd=REPO, env=child_env(), check=True, capture_output=True)
     return json.loads(out.stdout.decode().strip().splitlines()[-1])
@@ -394,6 +422,13 @@ def summarise(library: list[dict], server: list[dict], args) -> dict:
             ratio = round(at_32["requests_per_s"] * depth / lib_pairs, 3)
             targets[f"rerank_depth_{depth}"]["ratio_32_clients"] = ratio
             targets[f"rerank_depth_{depth}"]["throughput_target_met"] = ratio >= 0.8
+        alone = table.get(f"rerank_depth_{depth}/1")
+        if alone:
+            lib_alone = median([r[f"single_rerank_p50_ms_depth_{depth}"] for r in library])
+            over = round(alone["p50_ms"] - lib_alone, 2)
+            targets[f"rerank_depth_{depth}"]["library_single_p50_ms"] = lib_alone
+            targets[f"rerank_depth_{depth}"]["one_client_minus_library_ms"] = over
+            targets[f"rerank_depth_{depth}"]["one_client_target_met"] = over <= 5.0
     return {"table": table, "targets": targets}
 
 
@@ -469,6 +504,13 @@ def main() -> int:
         type=int,
         default=3200,
         help="at most this many pairs in the library's cross-encoder measurement per depth",
+    )
+    parser.add_argument(
+        "--single-rerank-pairs",
+        type=int,
+        default=200,
+        help="the library's search + rerank is timed one query at a time over the first "
+        "max(3, this / depth) queries (about what one client sends in a 10 s level)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON result file")
     parser.add_argument("--library-child", action="store_true", help=argparse.SUPPRESS)

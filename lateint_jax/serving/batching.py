@@ -6,9 +6,11 @@ the batch function once on the whole list, and resolves every future. The batch 
 where device work happens, so the device sees a few large batches instead of many small ones,
 and only one thread ever drives it.
 
-After a batch of one item the next one waits for nobody (it takes only what is already queued):
-with no concurrent traffic, waiting would only add `max_wait_s` to every request. The first
-batch after start waits.
+Items a caller submits together (`submit_many`: a request's queries, or its rerank pairs)
+are queued as one entry, so a batch never takes half of them by racing the caller. After a
+batch that held one caller's items the next one waits for nobody (it takes only what is
+already queued): with no concurrent traffic, waiting would only add `max_wait_s` to every
+request. The first batch after start waits.
 
 Async handlers await `asyncio.wrap_future(batcher.submit(item))`.
 """
@@ -70,21 +72,24 @@ class Batcher:
         self._queue: queue.Queue = queue.Queue()
         self._closed = False
         self._last_was_lone = False
+        self._carried: list = []  # the rest of a caller's items that did not fit the last batch
         self._lock = threading.Lock()
         self._worker = threading.Thread(target=self._run, name=name, daemon=True)
         self._worker.start()
 
     def submit(self, item: Any) -> Future:
         """Queue one item; the future resolves to its result."""
-        future: Future = Future()
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("batcher is closed")
-            self._queue.put((item, future))
-        return future
+        return self.submit_many([item])[0]
 
     def submit_many(self, items: Sequence[Any]) -> list[Future]:
-        return [self.submit(item) for item in items]
+        """Queue one caller's items together; one future per item, in order."""
+        group = [(item, Future()) for item in items]
+        if group:
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("batcher is closed")
+                self._queue.put(group)
+        return [future for _, future in group]
 
     def close(self, timeout: float | None = None) -> None:
         """Stop accepting items, serve the queued ones, and join the worker."""
@@ -95,8 +100,17 @@ class Batcher:
             self._queue.put(_STOP)
         self._worker.join(timeout)
 
-    def _gather(self, first) -> tuple[list, bool]:
-        pending = [first]
+    def _take(self, pending: list, group: list) -> None:
+        """Moves what fits of `group` into `pending`; the rest starts the next batch."""
+        room = self.max_batch - len(pending)
+        pending.extend(group[:room])
+        self._carried = group[room:]
+
+    def _gather(self, first) -> tuple[list, int, bool]:
+        """(items, callers, stop seen): a batch started by group `first`."""
+        pending: list = []
+        self._take(pending, first)
+        callers = 1
         deadline = time.monotonic() + (0.0 if self._last_was_lone else self.max_wait_s)
         while len(pending) < self.max_batch:
             remaining = deadline - time.monotonic()
@@ -108,28 +122,29 @@ class Batcher:
             except queue.Empty:
                 break
             if entry is _STOP:
-                return pending, True
-            pending.append(entry)
-        return pending, False
+                return pending, callers, True
+            self._take(pending, entry)
+            callers += 1
+        return pending, callers, False
 
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            first = self._queue.get()
+            first = self._carried or self._queue.get()
             if first is _STOP:
                 break
-            pending, stopping = self._gather(first)
-            self._last_was_lone = len(pending) == 1
+            pending, callers, stopping = self._gather(first)
+            self._last_was_lone = callers == 1
             self._serve(pending)
         # Anything that slipped in before the stop marker was read is still served.
-        leftover = []
+        leftover = list(self._carried)
         while True:
             try:
                 entry = self._queue.get_nowait()
             except queue.Empty:
                 break
             if entry is not _STOP:
-                leftover.append(entry)
+                leftover.extend(entry)
         for start in range(0, len(leftover), self.max_batch):
             self._serve(leftover[start : start + self.max_batch])
 

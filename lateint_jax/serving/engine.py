@@ -296,7 +296,9 @@ class SearchEngine:
             field = "k" if k > self.max_k else "rerank.depth"
             raise InputError(f"{field}: this server returns at most {self.max_k} results per query")
         started = time.perf_counter()
-        futures = [self.first_stage.submit(QueryItem(t, first_k, subset, where)) for t in texts]
+        futures = self.first_stage.submit_many(
+            [QueryItem(t, first_k, subset, where) for t in texts]
+        )
         stages = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
         first_ms = (time.perf_counter() - started) * 1000.0
         timings = {"first_stage_ms": round(first_ms, 3)}
@@ -323,7 +325,7 @@ class SearchEngine:
 
     async def _rerank(self, texts, results, k):
         futures = [
-            [self.rerank_stage.submit((text, self.passage(hit["id"]))) for hit in hits]
+            self.rerank_stage.submit_many([(text, self.passage(hit["id"])) for hit in hits])
             for text, hits in zip(texts, results)
         ]
         reranked = []
@@ -338,7 +340,7 @@ class SearchEngine:
     async def rerank(self, query: str, passages: list[str]) -> list[float]:
         if self.reranker is None:
             raise InputError("rerank: no reranker is loaded (start the server with --reranker)")
-        futures = [self.rerank_stage.submit((query, p)) for p in passages]
+        futures = self.rerank_stage.submit_many([(query, p) for p in passages])
         return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
 
     # ---------------------------------------------------------------- explanations

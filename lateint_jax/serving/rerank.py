@@ -1,22 +1,56 @@
-"""The cross-encoder rerank stage, compiled for fixed (batch, length) buckets.
+"""The cross-encoder rerank stage, compiled for fixed (batch, length) shapes.
 
-(query, passage) pairs are tokenised together, truncated to the cross-encoder's `max_length`
-(where the library's `CrossEncoder.score` and sentence-transformers cut them too; it is always
-the longest length bucket), sorted by length and cut into calls of up to the largest batch
-bucket; each call is padded to the length bucket of its longest pair and to a batch bucket (at
-most 10% padded pairs from 8 pairs up, `shapes.tight_buckets_up_to`). A request's 10 pairs are
-one call, not one per length bucket.
-`warmup()` compiles every (batch, length) pair at start-up. Einsum letters: B pairs, T tokens.
+(query, passage) pairs are tokenised together and truncated to the cross-encoder's
+`max_length` (where the library's `CrossEncoder.score` and sentence-transformers cut them too),
+then sorted by length and split into calls. Each call runs at the length bucket of its longest
+pair (the library's `LENGTH_BUCKETS` up to `max_length`) and a power-of-two batch. Where to
+split is chosen by `plan_calls` to minimise the summed cost of the calls, from each shape's
+run time measured at warm-up: on 2 CPU cores a call of 4 pairs of 320 tokens costs 81 us per
+token and one of 32 pairs 136 us (the attention's working set), while an accelerator may
+favour the largest batch; measuring lets each machine decide.
+`warmup()` compiles and times every (batch, length) shape at start-up. Einsum letters: B
+pairs, T tokens.
 """
 
 from __future__ import annotations
 
+import time
+
 import jax
 import numpy as np
 
-from lateint_jax.shapes import bucket_for, chunks, pad_axis, tight_buckets_up_to
+from lateint_jax.data.tokenize import LENGTH_BUCKETS
+from lateint_jax.shapes import bucket_for, pad_axis
 
-BATCH_BUCKETS = tight_buckets_up_to(32, minimum=8)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)
+CALL_OVERHEAD_TOKENS = 64  # the cost of a call before warm-up has timed one: padded tokens + this
+
+
+def plan_calls(
+    lengths: np.ndarray, cost, batch_buckets: tuple[int, ...], length_buckets: tuple[int, ...]
+) -> list[tuple[int, int]]:
+    """Splits pairs sorted by ascending length into contiguous calls [(start, stop)] of at most
+    the largest batch bucket, minimising the sum of `cost(batch bucket, length bucket)` over
+    the calls (a call's length bucket is that of its last, longest pair). Dynamic programming:
+    best[j] is the cheapest way to run the first j pairs."""
+    n = len(lengths)
+    largest = batch_buckets[-1]
+    length_of = [bucket_for(int(length), length_buckets) for length in lengths]
+    batch_of = [0] + [bucket_for(size, batch_buckets) for size in range(1, largest + 1)]
+    best = [0.0] + [float("inf")] * n
+    cut = [0] * (n + 1)
+    for stop in range(1, n + 1):
+        length = length_of[stop - 1]
+        for start in range(max(0, stop - largest), stop):
+            total = best[start] + cost(batch_of[stop - start], length)
+            if total < best[stop]:
+                best[stop], cut[stop] = total, start
+    calls = []
+    stop = n
+    while stop:
+        calls.append((cut[stop], stop))
+        stop = cut[stop]
+    return calls[::-1]
 
 
 class CompiledReranker:
@@ -27,7 +61,7 @@ class CompiledReranker:
         cross_encoder,
         *,
         batch_buckets: tuple[int, ...] = BATCH_BUCKETS,
-        length_buckets: tuple[int, ...] = (64, 128, 256, 384),
+        length_buckets: tuple[int, ...] = LENGTH_BUCKETS,
         device=None,
         name: str | None = None,
     ):
@@ -40,14 +74,37 @@ class CompiledReranker:
         self._apply = jax.jit(cross_encoder.apply)
         self.name = name or getattr(cross_encoder, "model_name", "cross-encoder")
         self.pad_id = int(cross_encoder.tokenizer.pad_id)
+        self.seconds: dict[tuple[int, int], float] = {}  # (batch, length) -> measured run time
+
+    def cost(self, batch: int, length: int) -> float:
+        """What a call of this shape costs: its measured seconds once warm-up has run, else
+        its padded tokens (plus a fixed overhead) in the same proportions."""
+        if self.seconds:
+            return self.seconds[batch, length]
+        return float(batch * length + CALL_OVERHEAD_TOKENS)
 
     def warmup(self) -> None:
-        """Compile every (batch, length) bucket."""
+        """Compile every (batch, length) shape, then time a second run of each for `cost`
+        (made non-decreasing in batch and length, so noise cannot make a bigger shape look
+        cheaper than a smaller one)."""
+        measured = {}
         for length in self.length_buckets:
             for batch in self.batch_buckets:
                 ids = np.full((batch, length), self.pad_id, np.int32)
-                mask = np.ones((batch, length), np.int32)
-                self._call(ids, mask, np.zeros_like(ids))
+                arrays = (ids, np.ones_like(ids), np.zeros_like(ids))
+                self._call(*arrays)
+                started = time.perf_counter()
+                self._call(*arrays)
+                measured[batch, length] = time.perf_counter() - started
+        for i, length in enumerate(self.length_buckets):
+            for j, batch in enumerate(self.batch_buckets):
+                smaller = [measured[batch, length]]
+                if i:
+                    smaller.append(measured[batch, self.length_buckets[i - 1]])
+                if j:
+                    smaller.append(measured[self.batch_buckets[j - 1], length])
+                measured[batch, length] = max(smaller)
+        self.seconds = measured
 
     def _call(self, ids, mask, type_ids) -> np.ndarray:
         put = lambda x: jax.device_put(np.asarray(x, np.int32), self.device)
@@ -69,9 +126,9 @@ class CompiledReranker:
         tokens = self.tokenize(queries, passages)
         lengths = tokens["attention_mask"].sum(axis=1)
         order = np.argsort(lengths, kind="stable")
+        calls = plan_calls(lengths[order], self.cost, self.batch_buckets, self.length_buckets)
         scores = np.zeros((len(queries),), np.float32)
-        for start, stop in chunks(len(order), self.batch_buckets[-1]):
-            # Sorted by length, a call's pairs are alike; it runs at its longest pair's bucket.
+        for start, stop in calls:
             part = order[start:stop]
             length = bucket_for(int(lengths[part[-1]]), self.length_buckets)
             batch = bucket_for(len(part), self.batch_buckets)

@@ -80,6 +80,24 @@ def test_wrong_result_count_is_reported():
     batcher.close()
 
 
+def test_one_callers_items_run_together_and_the_next_caller_does_not_wait():
+    wait_s = 2.0
+    seen = []
+    batcher = Batcher(
+        lambda items: seen.append(list(items)) or items, max_batch=4, max_wait_s=wait_s
+    )
+    started = time.perf_counter()
+    futures = batcher.submit_many(list(range(10)))  # a request's pairs: more than one batch
+    assert [f.result(timeout=10) for f in futures] == list(range(10))
+    assert seen == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]], "a caller's items were split or reordered"
+    assert time.perf_counter() - started < wait_s * 1.5, "the carried items waited again"
+    started = time.perf_counter()
+    assert [f.result(timeout=10) for f in batcher.submit_many(["a", "b"])] == ["a", "b"]
+    assert time.perf_counter() - started < wait_s / 2, "a lone caller's items waited for company"
+    assert seen[-1] == ["a", "b"]
+    batcher.close()
+
+
 def test_close_serves_queued_items_then_refuses_new_ones():
     gate = threading.Event()
 
