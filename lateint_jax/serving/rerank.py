@@ -5,8 +5,8 @@
 then sorted by length and split into calls. Each call runs at the length bucket of its longest
 pair (the library's `LENGTH_BUCKETS` up to `max_length`) and a power-of-two batch. Where to
 split is chosen by `plan_calls` to minimise the summed cost of the calls, from each shape's
-run time measured at warm-up: on 2 CPU cores a call of 4 pairs of 320 tokens costs 81 us per
-token and one of 32 pairs 136 us (the attention's working set), while an accelerator may
+run time measured at warm-up: on 2 CPU cores a call of 4 pairs of 320 tokens costs 78 us per
+token and one of 32 pairs 123 us (the attention's working set), while an accelerator may
 favour the largest batch; measuring lets each machine decide.
 `warmup()` compiles and times every (batch, length) shape at start-up. Einsum letters: B
 pairs, T tokens.
