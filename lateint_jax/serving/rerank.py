@@ -87,24 +87,21 @@ class CompiledReranker:
         """Compile every (batch, length) shape, then time a second run of each for `cost`
         (made non-decreasing in batch and length, so noise cannot make a bigger shape look
         cheaper than a smaller one)."""
-        measured = {}
-        for length in self.length_buckets:
-            for batch in self.batch_buckets:
+        seconds = np.zeros((len(self.length_buckets), len(self.batch_buckets)))
+        for i, length in enumerate(self.length_buckets):
+            for j, batch in enumerate(self.batch_buckets):
                 ids = np.full((batch, length), self.pad_id, np.int32)
                 arrays = (ids, np.ones_like(ids), np.zeros_like(ids))
                 self._call(*arrays)
                 started = time.perf_counter()
                 self._call(*arrays)
-                measured[batch, length] = time.perf_counter() - started
-        for i, length in enumerate(self.length_buckets):
-            for j, batch in enumerate(self.batch_buckets):
-                smaller = [measured[batch, length]]
-                if i:
-                    smaller.append(measured[batch, self.length_buckets[i - 1]])
-                if j:
-                    smaller.append(measured[self.batch_buckets[j - 1], length])
-                measured[batch, length] = max(smaller)
-        self.seconds = measured
+                seconds[i, j] = time.perf_counter() - started
+        seconds = np.maximum.accumulate(np.maximum.accumulate(seconds, axis=0), axis=1)
+        self.seconds = {
+            (batch, length): float(seconds[i, j])
+            for i, length in enumerate(self.length_buckets)
+            for j, batch in enumerate(self.batch_buckets)
+        }
 
     def _call(self, ids, mask, type_ids) -> np.ndarray:
         put = lambda x: jax.device_put(np.asarray(x, np.int32), self.device)
