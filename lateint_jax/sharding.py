@@ -41,16 +41,25 @@ def num_shards(mesh: Mesh) -> int:
     return int(mesh.shape[DATA_AXIS])
 
 
+def _place(array, sharding: NamedSharding) -> jax.Array:
+    if sharding.is_fully_addressable:
+        return jax.device_put(array, sharding)
+    # Across processes device_put is a collective (every process must call it at once);
+    # from the callback each process places only its own devices' parts, alone.
+    array = np.asarray(array)
+    return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+
 def shard_along(array: np.ndarray, mesh: Mesh, axis: int = 0) -> jax.Array:
     """Place `array` on the mesh split along `axis` (its length must divide evenly)."""
     spec = [None] * array.ndim
     spec[axis] = DATA_AXIS
-    return jax.device_put(array, NamedSharding(mesh, P(*spec)))
+    return _place(array, NamedSharding(mesh, P(*spec)))
 
 
 def replicate(array, mesh: Mesh) -> jax.Array:
     """Place a copy of `array` on every device of the mesh."""
-    return jax.device_put(array, NamedSharding(mesh, P()))
+    return _place(array, NamedSharding(mesh, P()))
 
 
 def shard_offset(docs_per_shard: int) -> jax.Array:

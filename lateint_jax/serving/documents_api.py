@@ -80,11 +80,10 @@ def open_documents(args, index_dir: Path, index, corpus: Corpus | None, corpus_p
         store = DocumentStore.in_memory()
         store.seed(_seed_rows(index, corpus, corpus_path), "read-only")
         return index, store
-    if getattr(args, "num_processes", 1) > 1:
+    if getattr(args, "num_processes", 1) > 1 and index.writable() is None:
         raise InputError(
-            "--writable serves one process only: every process of a multi-host server holds "
-            "its own copy of the index and the write log lives on process 0 (docs/SERVING.md, "
-            "'Live writes')"
+            f"--writable with --num-processes > 1 needs a late-interaction index ({index_dir} "
+            f"is a {index.kind} index, re-laid out on every write): serve it from one process"
         )
     path = Path(args.documents_db) if args.documents_db else default_db_path(index_dir)
     log(f"documents and write log: {path}")

@@ -185,6 +185,8 @@ def build_engine(args, log=print, wrap_index=None):
     model_name = model.model_name
     log(f"loading index {index_dir} onto {jax.device_count()} device(s) ...")
     index = open_index(index_dir, devices=jax.devices())
+    if wrap_index is not None:
+        index = wrap_index(index)
     corpus_path = args.corpus or (None if args.index else DEMO_CORPUS)
     index, documents = documents_api.open_documents(
         args, index_dir, index, corpus, corpus_path, log
@@ -196,8 +198,6 @@ def build_engine(args, log=print, wrap_index=None):
                 f"--corpus {args.corpus} lacks {len(missing)} of the index's document ids "
                 f"(e.g. {missing[0]!r}): is it the corpus this index was built from?"
             )
-    if wrap_index is not None:
-        index = wrap_index(index)
     reranker = None
     if args.reranker:
         log(f"loading reranker {args.reranker} ...")
@@ -255,8 +255,6 @@ def serve(args) -> int:
     if not args.no_compile_cache and args.num_processes == 1:
         enable_compile_cache()
     if args.num_processes > 1:
-        if args.writable:
-            raise InputError("--writable serves one process only (docs/SERVING.md, 'Live writes')")
         return serve_multihost(args, run_uvicorn)
     log = lambda message: print(message, file=sys.stderr, flush=True)
     return run_uvicorn(args, log)

@@ -3,7 +3,6 @@ when acknowledged, an upsert replaces, a delete removes, a request is applied wh
 all, searches go on during writes, and a restart (with or without a clean shutdown) serves the
 same documents. The last test SIGKILLs a real `serve.py` during a stream of writes."""
 
-import argparse
 import http.client
 import random
 import shutil
@@ -22,7 +21,6 @@ from lateint_jax.encoders import ColBERT
 from lateint_jax.errors import InputError
 from lateint_jax.serving.app import create_app
 from lateint_jax.serving.auth import AccessPolicy
-from lateint_jax.serving.server import configure, serve
 from tests.conftest import seed_note
 from tests.local_servers import free_port, spawn_serve, wait_until_healthy
 from tests.serving.documents_fixtures import (
@@ -244,14 +242,6 @@ def test_a_store_of_another_index_is_refused(served, paths):
     engine, _ = served  # its store is tied to its own copy of the index
     with pytest.raises(InputError, match="belongs to another index"):
         engine_for(paths, "--writable", "--documents-db", engine.writer.store.path)
-
-
-def test_multi_host_servers_refuse_writes_at_start_up(paths):
-    parser = argparse.ArgumentParser()
-    configure(parser)
-    args = parser.parse_args(serve_args(paths, "--writable", "--num-processes", "2"))
-    with pytest.raises(InputError, match="--writable serves one process only"):
-        serve(args)
 
 
 # ---------------------------------------------------------------- SIGKILL during writes
