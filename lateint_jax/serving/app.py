@@ -30,7 +30,7 @@ from lateint_jax.serving.schemas import (
     SearchRequest,
     SearchResponse,
 )
-from lateint_jax.serving.stats import ServiceStats
+from lateint_jax.serving.stats import CountRequests, ServiceStats
 
 STATIC_DIR = Path(__file__).parent / "static"
 ERROR_RESPONSES = {
@@ -90,16 +90,7 @@ def create_app(
     install(app, access or AccessPolicy())
     api = APIRouter(dependencies=[Depends(read_access)])
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):
-        started = time.perf_counter()
-        stats.begin()
-        try:
-            response = await call_next(request)
-        finally:
-            stats.end()
-        stats.record(request.url.path, response.status_code, time.perf_counter() - started)
-        return response
+    app.add_middleware(CountRequests, stats=stats)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, err: RequestValidationError):
